@@ -526,6 +526,30 @@ def _set_parameter(probe, node_name: str, name: str, value) -> tuple:
     return result.successful, result.reason
 
 
+def test_rectified_images_use_p_and_raw_ones_k_with_a_distortion_warning(start, photo):
+    """A plumb_bob CameraInfo (K, D of the raw image; P of the rectified one): P by default (image_rectified),
+    K after `image_rectified: false`, with a warning that D is ignored."""
+    node, probe = start({'model': 'small_random'})
+    node_name = f'/{node.namespace}/hamer_node'
+    probe.set_camera_info()
+    probe.camera_info.distortion_model = 'plumb_bob'
+    probe.camera_info.d = [-0.28, 0.07, 0.0004, -0.0002, 0.0]
+    probe.camera_info.p = [470.0, 0.0, 201.0, 0.0, 0.0, 468.0, 199.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    for _ in range(5):           # the node gets this one before the image
+        probe.executor.spin_once(timeout_sec=0.1)
+    stamp_ns = 7_000_000_000
+    probe.publish(image_msg(photo), stamp_ns)
+    mano = probe.answer(stamp_ns, node)['mano']
+    assert (mano.fx, mano.fy, mano.cx, mano.cy) == (470.0, 468.0, 201.0, 199.0)
+    assert 'lens distortion' not in node.log()
+    assert _set_parameter(probe, node_name, 'image_rectified', False) == (True, '')
+    stamp_ns += 10_000_000
+    probe.publish(image_msg(photo), stamp_ns)
+    mano = probe.answer(stamp_ns, node)['mano']
+    assert (mano.fx, mano.fy, mano.cx, mano.cy) == (K[0], K[4], K[2], K[5])
+    probe.spin_until(lambda: 'lens distortion D=' in node.log(), what='the distortion warning', node=node)
+
+
 def test_parameters_change_safely_at_run_time(start, photo):
     node, probe = start({'model': 'small_random'})
     node_name = f'/{node.namespace}/hamer_node'
