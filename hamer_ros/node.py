@@ -313,7 +313,8 @@ class HamerNode(Node):
         return OutputSettings(mesh=value('publish.mesh'), markers=value('publish.markers'), tf=value('publish.tf'),
                               overlay=value('publish.overlay'),
                               frame_prefix=resolve_frame_prefix(value('frame_prefix'), self.get_namespace()),
-                              tf_frames=value('publish.tf_frames'), marker_style=style, max_image_pixels=value('max_image_pixels'))
+                              tf_frames=value('publish.tf_frames'), marker_style=style,
+                              max_image_pixels=value('max_image_pixels'))
 
     def _validate_parameter_change(self, parameters) -> SetParametersResult:
         for parameter in parameters:

@@ -31,7 +31,7 @@ gets a made-up one.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -102,12 +102,13 @@ def joint_quaternions(joint_rotations: np.ndarray) -> np.ndarray:
     return Rotation.from_matrix(rotations).as_quat()
 
 
-def hand_transforms(frame: FrameResult, header, prefix: str = 'hand_', stems: List[str] = None,
+def hand_transforms(frame: FrameResult, header, prefix: str = 'hand_', stems: Optional[List[str]] = None,
                     frames: str = 'joints') -> List[TransformStamped]:
     """The frames of all hands of `frame`, stamped with `header` (the image header).
 
     stems: each hand's stem from `HandFrameNames.stems` (stable across frames); None: this frame's names alone
-    (a fresh `HandFrameNames`: the first hand of a side takes the plain name). frames: 'joints' (21 per hand) or 'wrist' (one per hand)."""
+    (a fresh `HandFrameNames`: the first hand of a side takes the plain name).
+    frames: 'joints' (21 per hand) or 'wrist' (one per hand)."""
     if frames not in TF_FRAME_SETS:
         raise ValueError(f'frames must be one of {", ".join(TF_FRAME_SETS)}, got {frames!r}')
     if stems is None:

@@ -99,7 +99,8 @@ def place(mano, camera, u, v, depth):
     focal = area_focal(camera, view)
     pred_cam = np.array([2 * focal / (sizes[0] * t_virtual[2]), t_virtual[0], t_virtual[1]])
     raw = {'pred_cam': pred_cam[None], 'global_orient': (view.T @ orient)[None, None], 'hand_pose': pose[None],
-           'betas': betas[None], 'pred_vertices': seen['vertices'][None], 'pred_keypoints_3d': seen['keypoints_3d'][None],
+           'betas': betas[None], 'pred_vertices': seen['vertices'][None],
+           'pred_keypoints_3d': seen['keypoints_3d'][None],
            'joint_rotations': seen['joint_rotations'][None]}
     raw = {name: value.astype(np.float32) for name, value in raw.items()}
     return SimpleNamespace(joints=joints, vertices=true['vertices'] + translation, orient=orient, pixels=pixels,
