@@ -37,15 +37,15 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 from hamer_ros import bag_io, paths
-from hamer_ros.camera_info import INVALID_K, SIZE_MISMATCH, camera_info_intrinsics
-from hamer_ros.hamer.model import AUTOCAST_DTYPES, PRECISIONS, HamerModel
+from hamer_ros.camera_info import INVALID_K, SIZE_MISMATCH, camera_info_intrinsics, ignored_distortion
+from hamer_ros.hamer.model import AUTOCAST_DTYPES, PERSPECTIVE_CORRECTIONS, PRECISIONS, HamerModel
 from hamer_ros.image_conversion import DEFAULT_MAX_PIXELS, bgr_to_image_msg, compressed_msg_to_bgr, image_msg_to_bgr
 from hamer_ros.markers import MarkerBuilder, MarkerStyle
 from hamer_ros.overlap import LatestSlot, OverlappedPipeline
 from hamer_ros.msg import HandMeshArray
 from hamer_ros.pipeline import HandPipeline, faces_by_side
 from hamer_ros.ros_messages import fast_markers_work, hand_mesh_array, serialize_hand_markers
-from hamer_ros.tf_frames import hand_transforms
+from hamer_ros.tf_frames import TF_FRAME_SETS, HandFrameNames, hand_transforms, resolve_frame_prefix
 from hamer_ros.types import CameraIntrinsics
 
 # ------------------------------------------------------------------------------------------- parameters
@@ -57,6 +57,8 @@ _STRING_CHOICES = {
     'image_transport': ('raw', 'compressed'),
     'detector.running_mode': ('video', 'image'),
     'overlap_detection': ('auto', 'on', 'off'),
+    'publish.tf_frames': TF_FRAME_SETS,
+    'perspective_correction': PERSPECTIVE_CORRECTIONS,
 }
 
 
@@ -114,9 +116,19 @@ PARAMETERS: List[Tuple[str, Any, bool, str, dict]] = [
      _float_range(0.001, 3600.0)),
     ('publish.mesh', True, False, 'publish hands/mano (HandMeshArray)', {}),
     ('publish.markers', True, False, 'publish hands/markers (RViz MarkerArray)', {}),
-    ('publish.tf', True, False, 'broadcast one TF frame per joint per hand', {}),
+    ('publish.tf', True, False, 'broadcast TF frames of the hands (publish.tf_frames says which)', {}),
     ('publish.overlay', False, False, 'publish hands/overlay: the image with the meshes drawn (costs CPU)', {}),
-    ('frame_prefix', 'hand_', False, 'TF frame names: <frame_prefix><side>_<joint>, e.g. hand_right_wrist', {}),
+    ('frame_prefix', '{namespace}hand_', False, 'TF frame names: <frame_prefix><side>_<joint>, e.g. '
+     'cam1/hand_right_wrist; {namespace} is the node\'s namespace + / (nothing in the root namespace), so nodes '
+     'of two cameras do not collide. A second hand of one side: <frame_prefix><side>_<track id>_<joint>', {}),
+    ('publish.tf_frames', 'joints', False, 'joints: 21 frames per hand; wrist: the wrist frame only (busy '
+     'scenes). Landmarks-only hands have no orientation: their frames end in _position (camera axes)', {}),
+    ('perspective_correction', 'auto', True, 'on: turn each hand by the rotation taking the optical axis to the '
+     'ray through its crop centre (right for real cameras: up to ~30 deg at the image edge); off: the official '
+     'placement (translation only; the official numbers); auto: on with a CameraInfo, off with HaMeR\'s default '
+     'camera', {}),
+    ('image_rectified', True, False, 'the image is rectified (image_proc\'s image_rect): intrinsics from the '
+     'CameraInfo\'s P. false: a raw image, intrinsics from K and the lens distortion D is ignored (warned)', {}),
     ('markers.color_left', [0.96, 0.69, 0.51], False, 'RGB in [0, 1] of left hands in RViz', {}),
     ('markers.color_right', [0.65, 0.74, 0.86], False, 'RGB in [0, 1] of right hands in RViz', {}),
     ('markers.alpha', 1.0, False, 'mesh opacity in RViz', _float_range(0.0, 1.0)),
@@ -142,6 +154,10 @@ def _check_value(name: str, value) -> Optional[str]:
         return f'{name} must be three numbers in [0, 1] (RGB), got {list(value)}'
     if name == 'frame_prefix' and any(c.isspace() for c in value):
         return f'frame_prefix must not contain spaces, got {value!r}'
+    if name == 'frame_prefix' and (value.startswith('/') or '{' in value.replace('{namespace}', '')
+                                   or '}' in value.replace('{namespace}', '')):
+        return (f'frame_prefix must not start with / (TF frame ids are relative) and may only use the placeholder '
+                f'{{namespace}}, got {value!r}')
     return None
 
 
@@ -177,7 +193,8 @@ class OutputSettings:
     markers: bool
     tf: bool
     overlay: bool
-    frame_prefix: str
+    frame_prefix: str       # resolved: {namespace} replaced
+    tf_frames: str
     marker_style: MarkerStyle
     max_image_pixels: int
 
@@ -227,6 +244,9 @@ class HamerNode(Node):
         self._last_stamp_ns = -1
         self._warned_at: Dict[str, float] = {}
         self._faces_cache: Tuple[Any, Any] = (None, None)      # (model, its faces by side)
+        # TF names that stay with each hand's track while the tracker keeps it.
+        self._frame_names = HandFrameNames(hold_frames=self.get_parameter('tracking.max_missed_frames').value)
+        self._frame_names_lock = threading.Lock()   # reset by the worker, used by whichever thread publishes
         # Checked once per process: does the one-block mesh serialization fit this middleware?
         self._fast_markers = fast_markers_work()
         if not self._fast_markers:
@@ -291,8 +311,10 @@ class HamerNode(Node):
                             color_right=tuple(value('markers.color_right')), alpha=value('markers.alpha'),
                             joint_diameter=value('markers.joint_diameter'), bone_width=value('markers.bone_width'))
         return OutputSettings(mesh=value('publish.mesh'), markers=value('publish.markers'), tf=value('publish.tf'),
-                              overlay=value('publish.overlay'), frame_prefix=value('frame_prefix'),
-                              marker_style=style, max_image_pixels=value('max_image_pixels'))
+                              overlay=value('publish.overlay'),
+                              frame_prefix=resolve_frame_prefix(value('frame_prefix'), self.get_namespace()),
+                              tf_frames=value('publish.tf_frames'), marker_style=style,
+                              max_image_pixels=value('max_image_pixels'))
 
     def _validate_parameter_change(self, parameters) -> SetParametersResult:
         for parameter in parameters:
@@ -345,15 +367,22 @@ class HamerNode(Node):
                        f'5000/256*max(W,H)), so hands are placed at a made-up depth. Publish the camera\'s '
                        f'CameraInfo there or remap camera_info', 10.0)
             return None
-        intrinsics, problem = camera_info_intrinsics(info, width, height)
+        rectified = self.get_parameter('image_rectified').value
+        intrinsics, problem = camera_info_intrinsics(info, width, height, rectified=rectified)
         if problem == INVALID_K:
             self._camera_info_state = 'invalid K (ignored)'
-            self._warn(f'ignoring CameraInfo with an unusable K {list(info.k)} (needs finite values and fx, fy > 0): '
-                       f'using the default camera. Calibrate the camera (camera_calibration)', 10.0)
+            rectified_note = f' (or P {list(info.p)}, used for rectified images)' if rectified else ''
+            self._warn(f'ignoring CameraInfo with an unusable K {list(info.k)}{rectified_note} (needs finite values '
+                       f'and fx, fy > 0): using the default camera. Calibrate the camera (camera_calibration)', 10.0)
         elif problem == SIZE_MISMATCH:
             self._camera_info_state = 'size mismatch (ignored)'
             self._warn(f'ignoring CameraInfo for {info.width}x{info.height} images: the image is {width}x{height}. '
                        f'Is camera_info remapped to the same camera (and resolution)?', 10.0)
+        elif ignored_distortion(info, rectified):
+            self._camera_info_state = 'ok, lens distortion ignored (raw image)'
+            self._warn(f'image_rectified is false and the CameraInfo has lens distortion D={list(info.d)}: it is '
+                       f'ignored, so hands away from the image centre are misplaced. Feed the rectified image '
+                       f'(image_proc: image_rect) with image_rectified true', 60.0)
         else:
             self._camera_info_state = 'ok'
         return intrinsics
@@ -434,6 +463,7 @@ class HamerNode(Node):
                 model = HamerModel.small_random(seed=0, **options)
             else:
                 model = HamerModel.load(data_dir=data_dir, **options)
+            model.perspective_correction = self.get_parameter('perspective_correction').value
         except Exception as exc:    # noqa: BLE001 - missing/broken weights must never take the node down
             with self._state_lock:
                 self._model_state, self._model_detail = 'landmarks_only', f'{type(exc).__name__}: {exc}'
@@ -521,6 +551,8 @@ class HamerNode(Node):
             # Time went backwards: the camera restarted or a bag was played again. Old tracks would mislead.
             self.get_logger().info('image stamps went backwards: starting tracking afresh')
             self._while_paused(pipeline, HandPipeline.reset)
+            with self._frame_names_lock:
+                self._frame_names.reset()
         self._last_stamp_ns = stamp_ns
         self._last_frame_id = header.frame_id
         if self._overlapped is not None:
@@ -581,8 +613,10 @@ class HamerNode(Node):
         faces = self._faces(pipeline)
         if outputs.mesh:
             self._mesh_pub.publish(hand_mesh_array(frame, header, faces))
+        with self._frame_names_lock:
+            stems = self._frame_names.stems(frame)      # every frame: names age while their hands are away
         if outputs.tf and frame.hands:
-            self._send_transforms(hand_transforms(frame, header, outputs.frame_prefix))
+            self._send_transforms(hand_transforms(frame, header, outputs.frame_prefix, stems, outputs.tf_frames))
         if outputs.markers:
             with self._markers_lock:
                 markers = self._marker_builder.build(frame, header, faces)

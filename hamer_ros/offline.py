@@ -514,10 +514,12 @@ class HandsBag:
     def __init__(self, path: Path, faces: Optional[Dict[str, np.ndarray]] = None):
         from hamer_ros.bag_io import BagWriter
         from hamer_ros.markers import MarkerBuilder
+        from hamer_ros.tf_frames import HandFrameNames
 
         self.faces = faces
         self._writer = BagWriter(path, HANDS_BAG_TOPICS)
         self._markers = MarkerBuilder()
+        self._frame_names = HandFrameNames()     # TF names that stay with each hand's track (as the node's)
         self.counts = self._writer.counts
 
     def write(self, frame: FrameResult, frame_id: str, log_time_ns: int) -> None:
@@ -527,8 +529,9 @@ class HandsBag:
 
         header = bag_io.header(frame.stamp_ns, frame_id)
         self._writer.write('/hands/mano', hand_mesh_array(frame, header, self.faces), log_time_ns)
+        stems = self._frame_names.stems(frame)
         if frame.hands:
-            transforms = [bag_io.to_stand_in(t) for t in hand_transforms(frame, header)]
+            transforms = [bag_io.to_stand_in(t) for t in hand_transforms(frame, header, stems=stems)]
             self._writer.write('/tf', bag_io.stand_in('tf2_msgs/msg/TFMessage')(transforms=transforms), log_time_ns)
         markers = self._markers.build(frame, header, self.faces)
         if markers.message.markers:

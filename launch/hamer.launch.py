@@ -3,11 +3,14 @@
     ros2 launch hamer_ros hamer.launch.py image_topic:=/camera/color/image_raw \
         camera_info_topic:=/camera/color/camera_info device:=cuda rviz:=true
 
-The node subscribes to the relative topics `image` and `camera_info`; they are remapped here. With
+The node subscribes to the relative topics `image` and `camera_info`; they are remapped here. The image is taken
+to be rectified (image_proc's image_rect: the node uses the CameraInfo's P, distortion already removed); for a raw
+image pass image_rectified:=false (K is used and the lens distortion D is ignored, with a warning). With
 use_compressed:=true it subscribes to `<image_topic>/compressed` instead (image_transport naming).
 camera:=v4l2 or camera:=usb_cam also starts that camera driver (packages v4l2_camera / usb_cam, when installed)
 on video_device, publishing rgb8 images on image_topic and its CameraInfo on camera_info_topic: a laptop webcam
-in one command, e.g. `ros2 launch hamer_ros hamer.launch.py camera:=v4l2 rviz:=true`.
+in one command, e.g. `ros2 launch hamer_ros hamer.launch.py camera:=v4l2 rviz:=true` (its images are raw:
+image_rectified is false then).
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
@@ -24,8 +27,12 @@ def generate_launch_description() -> LaunchDescription:
                               description='namespace of the node and its topics (hands/mano -> <ns>/hands/mano)'),
         DeclareLaunchArgument('params_file', default_value=PathJoinSubstitution([share, 'config', 'hamer.yaml']),
                               description='parameter file of the node (every parameter with its default)'),
-        DeclareLaunchArgument('image_topic', default_value='/camera/image_raw',
-                              description='camera image topic (sensor_msgs/Image)'),
+        DeclareLaunchArgument('image_topic', default_value='/camera/image_rect',
+                              description='camera image topic (sensor_msgs/Image), rectified by default '
+                                          '(image_proc\'s image_rect; see image_rectified)'),
+        DeclareLaunchArgument('image_rectified', default_value='true', choices=['true', 'false'],
+                              description='true: image_topic is rectified, intrinsics from the CameraInfo\'s P; '
+                                          'false: a raw image, intrinsics from K, lens distortion ignored'),
         DeclareLaunchArgument('camera_info_topic', default_value='/camera/camera_info',
                               description='CameraInfo of that camera (intrinsics); without it a default camera '
                                           'is assumed'),
@@ -56,11 +63,15 @@ def generate_launch_description() -> LaunchDescription:
         remappings=camera_remappings, condition=LaunchConfigurationEquals('camera', 'usb_cam'))
     image_transport = PythonExpression(["'compressed' if '", LaunchConfiguration('use_compressed'),
                                         "' == 'true' else 'raw'"])
+    # A camera started here publishes raw images.
+    image_rectified = PythonExpression(["'", LaunchConfiguration('camera'), "' == 'none' and '",
+                                        LaunchConfiguration('image_rectified'), "' == 'true'"])
     hamer = Node(
         package='hamer_ros', executable='hamer_node', name='hamer_node',
         namespace=LaunchConfiguration('namespace'), output='screen', emulate_tty=True,
         parameters=[LaunchConfiguration('params_file'),
-                    {'device': LaunchConfiguration('device'), 'image_transport': image_transport}],
+                    {'device': LaunchConfiguration('device'), 'image_transport': image_transport,
+                     'image_rectified': image_rectified}],
         remappings=[('image', LaunchConfiguration('image_topic')),
                     ('camera_info', LaunchConfiguration('camera_info_topic'))])
     rviz = Node(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from hamer_ros.hamer.camera import project_points
+from hamer_ros.hamer.camera import project_points, ray_rotations
 from hamer_ros.hamer.mano import mirror_rotations
 from hamer_ros.hamer.model import HamerModel
 from hamer_ros.types import CameraIntrinsics, HandDetection
@@ -92,10 +92,20 @@ def test_box_leaving_the_image_sees_black_outside(model, image):
     assert np.all(np.isfinite(a.vertices)) and a.keypoints_2d[:, 0].min() < 70
 
 
+@pytest.fixture
+def placement(model):
+    """Sets the model's perspective_correction for one test (the model is shared by the module)."""
+    def set_mode(mode):
+        model.perspective_correction = mode
+    yield set_mode
+    model.perspective_correction = 'auto'
+
+
 @pytest.mark.parametrize('side', ['right', 'left'])
-def test_intrinsics_place_the_hand_where_the_crop_saw_it(model, image, side):
-    """With any camera, the hand's origin projects onto the pixel the weak-perspective crop camera put it at:
-    box centre + box_size * s * (±tx, ty) / 2 (SPEC §5; `camera.cam_crop_to_full`)."""
+def test_intrinsics_place_the_hand_where_the_crop_saw_it(model, image, side, placement):
+    """Official placement: with any camera, the hand's origin projects onto the pixel the weak-perspective crop
+    camera put it at: box centre + box_size * s * (±tx, ty) / 2 (SPEC §5; `camera.cam_crop_to_full`)."""
+    placement('off')
     box = np.array([250.0, 40.0, 330.0, 150.0])
     cameras = [None, CameraIntrinsics(610.0, 590.0, 230.0, 190.0), CameraIntrinsics(1500.0, 1500.0, 240.0, 180.0)]
     hands = [model.predict(image, [HandDetection(box, side)], camera)[0] for camera in cameras]
@@ -111,6 +121,38 @@ def test_intrinsics_place_the_hand_where_the_crop_saw_it(model, image, side):
         np.testing.assert_array_equal(hand.focal_length, np.float32([camera.fx, camera.fy]))
         np.testing.assert_array_equal(hand.vertices, hands[0].vertices)   # the camera does not change the hand
     assert len({tuple(np.round(h.cam_t, 4)) for h in hands}) == 3
+
+
+@pytest.mark.parametrize('side', ['right', 'left'])
+def test_perspective_correction_rotates_the_prediction_towards_the_crop(model, image, side, placement):
+    """'on': the official placement's hand turned about the camera's optical centre by the rotation taking the
+    optical axis to the crop centre's ray; 'auto' does that for CameraInfo intrinsics only."""
+    box = np.array([20.0, 30.0, 100.0, 140.0])           # top-left: ~28 deg off axis with fx ~600 px
+    camera = CameraIntrinsics(610.0, 590.0, 230.0, 190.0)
+    placed = {}
+    for mode in ('off', 'on', 'auto'):
+        placement(mode)
+        placed[mode] = model.predict(image, [HandDetection(box, side)], camera)[0]
+    off, on = placed['off'], placed['on']
+    ray = ray_rotations(on.box_center[None], camera)[0]
+    assert np.degrees(np.arccos(ray[2, 2])) > 15
+    np.testing.assert_allclose(on.vertices, off.vertices @ ray.T, atol=1e-5)
+    np.testing.assert_allclose(on.global_orient, ray @ off.global_orient, atol=1e-5)
+    np.testing.assert_allclose(on.joint_rotations, ray @ off.joint_rotations, atol=1e-5)
+    np.testing.assert_array_equal(on.hand_pose, off.hand_pose)
+    np.testing.assert_allclose(on.keypoints_2d, project_points(on.keypoints_3d + on.cam_t, camera), atol=1e-3)
+    # The hand stays where the crop saw it, to first order: its origin within 2 % of the crop side.
+    s, tx, ty = on.pred_cam
+    tx = tx if side == 'right' else -tx
+    expected_origin = on.box_center + on.box_size * s * np.array([tx, ty]) / 2
+    assert np.linalg.norm(project_points(on.cam_t, camera) - expected_origin) < 0.02 * on.box_size
+    np.testing.assert_array_equal(placed['auto'].vertices, on.vertices)
+    # HaMeR's default camera (no CameraInfo): 'auto' keeps the official output.
+    default = model.predict(image, [HandDetection(box, side)])[0]
+    placement('off')
+    np.testing.assert_array_equal(default.vertices, model.predict(image, [HandDetection(box, side)])[0].vertices)
+    with pytest.raises(ValueError, match='perspective_correction must be one of auto, on, off'):
+        model.perspective_correction = 'yes'
 
 
 def test_raw_outputs_follow_the_official_crop_camera(model, image):

@@ -325,6 +325,27 @@ def test_markers_show_the_message_meshes(answered):
     assert [len(m.points) for m in joints] == [21, 21]
 
 
+def test_default_tf_names_carry_the_namespace_and_wrist_only_mode(ros, tmp_path, photo):
+    """Default frame_prefix ({namespace}hand_): two cameras' nodes in two namespaces never share a frame name.
+    publish.tf_frames: wrist publishes one frame per hand."""
+    namespace = _unique('hamer_tfns')
+    node = NodeProcess(ros, tmp_path, namespace, {'model': 'small_random', 'publish.tf_frames': 'wrist'})
+    probe = Probe(ros, namespace, f'{namespace}/hand_')
+    try:
+        probe.wait_for_node(node)
+        probe.set_camera_info()
+        stamp_ns = 5_000_000_000
+        probe.publish(image_msg(photo), stamp_ns)
+        outputs = probe.answer(stamp_ns, node, outputs=('mano', 'tf'))
+    finally:
+        probe.close()
+        code, _ = node.stop()
+    assert code == 0, node.log()
+    sides = ['right' if hand.side == HandMesh.SIDE_RIGHT else 'left' for hand in outputs['mano'].hands]
+    assert sorted(t.child_frame_id for t in outputs['tf']) == sorted(f'{namespace}/hand_{side}_wrist'
+                                                                    for side in sides)
+
+
 def test_tf_joints_equal_the_message_joints(answered):
     from hamer_ros.hamer.mano import OPENPOSE_JOINT_NAMES
 
@@ -411,7 +432,9 @@ def test_missing_weights_give_landmarks_only(start, photo, tmp_path):
         np.testing.assert_allclose(_f32(hand_msg.keypoints_3d, 3), hand.keypoints_camera_mediapipe, atol=1e-5)
         np.testing.assert_allclose(_f32(hand_msg.keypoints_2d, 2), hand.detection.landmarks_2d, atol=1e-3)
     assert {m.type for m in outputs['markers'].markers} == {Marker.SPHERE_LIST, Marker.LINE_LIST}
+    # No orientation without HaMeR: position-only frames, named so (never a made-up orientation on ..._wrist).
     assert len(outputs['tf']) == 42
+    assert all(t.child_frame_id.endswith('_position') for t in outputs['tf'])
     assert all((t.transform.rotation.w, t.transform.rotation.x) == (1.0, 0.0) for t in outputs['tf'])
 
 
@@ -501,6 +524,30 @@ def _set_parameter(probe, node_name: str, name: str, value) -> tuple:
     result = future.result().results[0]
     probe.node.destroy_client(client)
     return result.successful, result.reason
+
+
+def test_rectified_images_use_p_and_raw_ones_k_with_a_distortion_warning(start, photo):
+    """A plumb_bob CameraInfo (K, D of the raw image; P of the rectified one): P by default (image_rectified),
+    K after `image_rectified: false`, with a warning that D is ignored."""
+    node, probe = start({'model': 'small_random'})
+    node_name = f'/{node.namespace}/hamer_node'
+    probe.set_camera_info()
+    probe.camera_info.distortion_model = 'plumb_bob'
+    probe.camera_info.d = [-0.28, 0.07, 0.0004, -0.0002, 0.0]
+    probe.camera_info.p = [470.0, 0.0, 201.0, 0.0, 0.0, 468.0, 199.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    for _ in range(5):           # the node gets this one before the image
+        probe.executor.spin_once(timeout_sec=0.1)
+    stamp_ns = 7_000_000_000
+    probe.publish(image_msg(photo), stamp_ns)
+    mano = probe.answer(stamp_ns, node)['mano']
+    assert (mano.fx, mano.fy, mano.cx, mano.cy) == (470.0, 468.0, 201.0, 199.0)
+    assert 'lens distortion' not in node.log()
+    assert _set_parameter(probe, node_name, 'image_rectified', False) == (True, '')
+    stamp_ns += 10_000_000
+    probe.publish(image_msg(photo), stamp_ns)
+    mano = probe.answer(stamp_ns, node)['mano']
+    assert (mano.fx, mano.fy, mano.cx, mano.cy) == (K[0], K[4], K[2], K[5])
+    probe.spin_until(lambda: 'lens distortion D=' in node.log(), what='the distortion warning', node=node)
 
 
 def test_parameters_change_safely_at_run_time(start, photo):

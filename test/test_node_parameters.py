@@ -5,6 +5,8 @@ start-up validation are rclpy's real behaviour; the parameter -> HamerModel tran
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 
 rclpy = pytest.importorskip('rclpy', reason='needs the colcon-built environment: . scripts/env.sh')
@@ -105,3 +107,25 @@ def test_node_parameters_reach_the_model():
     model = HamerModel.small_random(seed=0, **options)
     assert (model.precision, model.allow_cpu_fallback) == ('fp32', False)
     assert 'torch.compile' in model.describe()
+
+
+def test_tf_and_camera_geometry_parameters(declare):
+    node = declare()
+    expected = {'frame_prefix': ('{namespace}hand_', False), 'publish.tf_frames': ('joints', False),
+                'perspective_correction': ('auto', True), 'image_rectified': (True, False)}
+    for name, (default, read_only) in expected.items():
+        descriptor = node.describe_parameter(name)
+        assert (node.get_parameter(name).value, descriptor.read_only) == (default, read_only), name
+        assert len(descriptor.description) > 40, name
+    assert node.describe_parameter('publish.tf_frames').additional_constraints == 'one of: joints, wrist'
+    assert node.describe_parameter('perspective_correction').additional_constraints == 'one of: auto, on, off'
+    # Refused at start-up (and at run time by the same check, the node's set-parameters callback).
+    for name, bad, words in (('frame_prefix', '/hand_', 'must not start with /'),
+                             ('frame_prefix', '{ns}hand_', 'only use the placeholder {namespace}'),
+                             ('frame_prefix', 'hand _', 'must not contain spaces'),
+                             ('publish.tf_frames', 'tips', 'publish.tf_frames must be one of joints, wrist'),
+                             ('perspective_correction', 'yes', 'perspective_correction must be one of auto, on, off')):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            declare({name: bad})
+    assert declare({'frame_prefix': 'robot/{namespace}hand_'}).get_parameter('frame_prefix').value == \
+        'robot/{namespace}hand_'

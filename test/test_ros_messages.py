@@ -148,10 +148,12 @@ def test_tf_frames_with_two_hands_of_one_side_and_landmarks_only():
     first = HandResult(fake_detection('right', 3), fake_reconstruction(rng, True))
     second = HandResult(fake_detection('right', 8), keypoints_camera_mediapipe=rng.standard_normal((21, 3)))
     transforms = hand_transforms(_frame([first, second]), _header(), prefix='p/')
-    assert transforms[0].child_frame_id == 'p/right_3_wrist'
-    assert transforms[21 + 20].child_frame_id == 'p/right_8_pinky_tip'
-    for t in transforms[21:]:       # landmarks only: no rotation known, camera axes
+    # The first hand of a side takes the plain name, a second one of that side its track id.
+    assert transforms[0].child_frame_id == 'p/right_wrist'
+    # Landmarks only: no rotation known; the frames say so in their names and carry the camera's axes.
+    assert transforms[21 + 20].child_frame_id == 'p/right_8_pinky_tip_position'
+    for t in transforms[21:]:
         r = t.transform.rotation
-        assert (r.x, r.y, r.z, r.w) == (0.0, 0.0, 0.0, 1.0)
+        assert (r.x, r.y, r.z, r.w) == (0.0, 0.0, 0.0, 1.0) and t.child_frame_id.endswith('_position')
     np.testing.assert_allclose([[t.transform.translation.x, t.transform.translation.y, t.transform.translation.z]
                                 for t in transforms[21:]], second.keypoints_camera_mediapipe)

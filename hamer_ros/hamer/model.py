@@ -2,7 +2,13 @@
 
 `HamerModel.load()` reads the official files (``hamer_ros.hamer.checkpoint``), `predict()` crops every hand of an
 image (``preprocess.make_crops``), runs them in one batch through the network (``network.HamerNetwork``) and MANO
-(``mano.ManoLayer``), and places each hand in the camera (``camera.cam_crop_to_full``).
+(``mano.ManoLayer``), and places each hand in the camera (`hands_in_camera`).
+
+Placement (`perspective_correction`): ``on`` rotates each crop's prediction by the rotation taking the optical
+axis to the ray through the crop centre (``camera.crop_to_camera_perspective``, docs/geometry.md): right for a
+real camera, where a crop at the image edge looks ~28 deg off axis. ``off`` is the official placement
+(``camera.cam_crop_to_full``: translation only), reproducing the official numbers. ``auto`` (default): ``on`` for
+intrinsics from a CameraInfo, ``off`` for HaMeR's default camera (whose crops are all within ~2 deg of the axis).
 
 Left hands (SPEC §7): the network only ever sees right hands — a left hand is cropped from the mirrored image —
 so its raw outputs live in that mirrored frame. `predict` returns left hands as left hands in the image frame:
@@ -34,7 +40,7 @@ from torch import nn
 
 from hamer_ros.hamer import checkpoint as ckpt_io
 from hamer_ros.hamer import mano as mano_lib
-from hamer_ros.hamer.camera import cam_crop_to_full, project_points
+from hamer_ros.hamer.camera import cam_crop_to_full, crop_to_camera_perspective, project_points
 from hamer_ros.hamer.network import HamerNetwork, NetworkConfig, init_random_, quantize_int8_
 from hamer_ros.hamer.preprocess import IMAGE_MEAN_RGB, IMAGE_SIZE, IMAGE_STD_RGB, make_crops
 from hamer_ros.types import CameraIntrinsics, HandDetection, HandReconstruction
@@ -42,6 +48,7 @@ from hamer_ros.types import CameraIntrinsics, HandDetection, HandReconstruction
 log = logging.getLogger(__name__)
 
 PRECISIONS = ('fp32', 'fp16', 'bf16', 'int8')
+PERSPECTIVE_CORRECTIONS = ('auto', 'on', 'off')
 AUTOCAST_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}   # CUDA only
 
 
@@ -137,6 +144,25 @@ class HamerModel:
         self._compiled_core = self._make_compiled_core() if compile else None
         self._max_batch: Optional[int] = None          # set after an out-of-memory error
         self._staging: Optional[torch.Tensor] = None   # pinned host buffer for CUDA uploads
+        self.perspective_correction = 'auto'
+
+    @property
+    def perspective_correction(self) -> str:
+        """'auto', 'on' or 'off': how crops are placed in the camera (module docstring)."""
+        return self._perspective_correction
+
+    @perspective_correction.setter
+    def perspective_correction(self, value: str) -> None:
+        if value not in PERSPECTIVE_CORRECTIONS:
+            raise ValueError(f'perspective_correction must be one of {", ".join(PERSPECTIVE_CORRECTIONS)}, '
+                             f'got {value!r}')
+        self._perspective_correction = value
+
+    def uses_perspective_correction(self, camera: CameraIntrinsics) -> bool:
+        """Whether hands seen through `camera` are placed perspective-correctly (`perspective_correction`)."""
+        if self._perspective_correction == 'auto':
+            return bool(camera.from_camera_info)
+        return self._perspective_correction == 'on'
 
     # ------------------------------------------------------------------------------------------- building
 
@@ -343,28 +369,43 @@ class HamerModel:
         crops, centers, sizes = make_crops(image_bgr, boxes, is_right)
         return crops, centers, sizes, is_right
 
-    @staticmethod
-    def _hands(raw: Dict[str, np.ndarray], centers: np.ndarray, sizes: np.ndarray, is_right: np.ndarray,
+    def _hands(self, raw: Dict[str, np.ndarray], centers: np.ndarray, sizes: np.ndarray, is_right: np.ndarray,
                camera: CameraIntrinsics) -> List[HandReconstruction]:
-        """Network outputs of one image's crops -> hands in the image frame and the camera."""
-        # Back from the mirrored crop frame for left hands (SPEC §7): x -> -x.
-        sign = np.where(is_right, 1.0, -1.0).astype(np.float32)
-        mirror_x = np.stack([sign, np.ones_like(sign), np.ones_like(sign)], axis=-1)[:, None, :]
-        vertices = raw['pred_vertices'] * mirror_x
-        keypoints_3d = raw['pred_keypoints_3d'] * mirror_x
-        rotations = {name: np.where(is_right[:, None, None, None], raw[name], mano_lib.mirror_rotations(raw[name]))
-                     for name in ('global_orient', 'hand_pose', 'joint_rotations')}
-        cam_for_full = raw['pred_cam'] * np.stack([np.ones_like(sign), sign, np.ones_like(sign)], axis=-1)
-        cam_t = cam_crop_to_full(cam_for_full, centers, sizes, camera)
-        keypoints_2d = project_points(keypoints_3d + cam_t[:, None], camera).astype(np.float32)
-        focal = np.array([camera.fx, camera.fy], dtype=np.float32)
+        return hands_in_camera(raw, centers, sizes, is_right, camera, self.uses_perspective_correction(camera))
 
-        return [HandReconstruction(
-            is_right=bool(is_right[i]), pred_cam=raw['pred_cam'][i], global_orient=rotations['global_orient'][i, 0],
-            hand_pose=rotations['hand_pose'][i], betas=raw['betas'][i], vertices=vertices[i],
-            keypoints_3d=keypoints_3d[i], cam_t=cam_t[i], keypoints_2d=keypoints_2d[i],
-            joint_rotations=rotations['joint_rotations'][i], box_center=centers[i], box_size=float(sizes[i]),
-            focal_length=focal.copy()) for i in range(len(is_right))]
+
+def hands_in_camera(raw: Dict[str, np.ndarray], centers: np.ndarray, sizes: np.ndarray, is_right: np.ndarray,
+                    camera: CameraIntrinsics, perspective_correction: bool) -> List[HandReconstruction]:
+    """Network outputs of one image's crops (`HamerCore` names; `centers`, `sizes` from `make_crops`) -> hands in
+    the image frame and the camera: official placement, or perspective-correct (module docstring)."""
+    # Back from the mirrored crop frame for left hands (SPEC §7): x -> -x.
+    sign = np.where(is_right, 1.0, -1.0).astype(np.float32)
+    mirror_x = np.stack([sign, np.ones_like(sign), np.ones_like(sign)], axis=-1)[:, None, :]
+    vertices = raw['pred_vertices'] * mirror_x
+    keypoints_3d = raw['pred_keypoints_3d'] * mirror_x
+    rotations = {name: np.where(is_right[:, None, None, None], raw[name], mano_lib.mirror_rotations(raw[name]))
+                 for name in ('global_orient', 'hand_pose', 'joint_rotations')}
+    cam_for_full = raw['pred_cam'] * np.stack([np.ones_like(sign), sign, np.ones_like(sign)], axis=-1)
+    if perspective_correction:
+        # The un-mirrored crop is a right-or-left hand seen by the virtual camera through the crop centre: rotate
+        # it about the camera's optical centre into the camera frame (the mirror is about the crop's own axis).
+        ray, cam_t = crop_to_camera_perspective(cam_for_full, centers, sizes, camera)
+        vertices = np.einsum('nij,nvj->nvi', ray, vertices).astype(np.float32)
+        keypoints_3d = np.einsum('nij,nvj->nvi', ray, keypoints_3d).astype(np.float32)
+        for name in ('global_orient', 'joint_rotations'):      # global rotations; hand_pose is parent-relative
+            rotations[name] = np.einsum('nij,nkjl->nkil', ray, rotations[name]).astype(np.float32)
+        cam_t = cam_t.astype(np.float32)
+    else:
+        cam_t = cam_crop_to_full(cam_for_full, centers, sizes, camera)
+    keypoints_2d = project_points(keypoints_3d + cam_t[:, None], camera).astype(np.float32)
+    focal = np.array([camera.fx, camera.fy], dtype=np.float32)
+
+    return [HandReconstruction(
+        is_right=bool(is_right[i]), pred_cam=raw['pred_cam'][i], global_orient=rotations['global_orient'][i, 0],
+        hand_pose=rotations['hand_pose'][i], betas=raw['betas'][i], vertices=vertices[i],
+        keypoints_3d=keypoints_3d[i], cam_t=cam_t[i], keypoints_2d=keypoints_2d[i],
+        joint_rotations=rotations['joint_rotations'][i], box_center=centers[i], box_size=float(sizes[i]),
+        focal_length=focal.copy()) for i in range(len(is_right))]
 
 
 def _to_numpy(outputs: Dict[str, torch.Tensor]) -> Dict[str, np.ndarray]:
