@@ -10,6 +10,7 @@ COMMANDS = {
     'live': ('live', 'webcam/video/stream demo without ROS: overlay window, or --headless with a rate printout'),
     'mano-to-obj': ('mano_to_obj', 'write the MANO template hand (optionally reshaped by betas) as an OBJ mesh'),
     'infer': ('infer', 'hand meshes for an image, a folder, a video or a bag: overlays, meshes, records, a bag'),
+    'evaluate': ('evaluate', 'accuracy on a hand benchmark (FreiHAND, HO3D, InterHand2.6M): PA-MPJPE, F-scores...'),
     'check': ('check', 'what works here (weights, MediaPipe, device, ROS) and how to fix what does not'),
     'export-onnx': ('export_onnx', 'export the HaMeR network to ONNX (dynamic batch) and check it with onnxruntime'),
     'setup-weights': ('setup_weights', 'install HaMeR\'s data (download, or --from a tarball/folder) and verify it'),
