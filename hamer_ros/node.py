@@ -39,7 +39,9 @@ from visualization_msgs.msg import MarkerArray
 from hamer_ros import bag_io, paths
 from hamer_ros.camera_info import INVALID_K, SIZE_MISMATCH, camera_info_intrinsics
 from hamer_ros.hamer.model import AUTOCAST_DTYPES, PRECISIONS, HamerModel
-from hamer_ros.image_conversion import DEFAULT_MAX_PIXELS, bgr_to_image_msg, compressed_msg_to_bgr, image_msg_to_bgr
+from hamer_ros.image_conversion import (DEFAULT_MAX_PIXELS, ImageRefused, bgr_to_image_msg, compressed_msg_to_bgr,
+                                        image_msg_to_bgr)
+from hamer_ros.log_throttle import WarningThrottle
 from hamer_ros.markers import MarkerBuilder, MarkerStyle
 from hamer_ros.overlap import LatestSlot, OverlappedPipeline
 from hamer_ros.msg import HandMeshArray
@@ -225,7 +227,7 @@ class HamerNode(Node):
         self._detector_settings_changed = False
         self._weights_fingerprint: tuple = ()
         self._last_stamp_ns = -1
-        self._warned_at: Dict[str, float] = {}
+        self._warnings = WarningThrottle()
         self._faces_cache: Tuple[Any, Any] = (None, None)      # (model, its faces by side)
         # Checked once per process: does the one-block mesh serialization fit this middleware?
         self._fast_markers = fast_markers_work()
@@ -318,15 +320,14 @@ class HamerNode(Node):
         with self._state_lock:
             self._counters[name] += amount
 
-    def _warn(self, text: str, period_s: float) -> None:
-        """A warning at most once per `period_s` for each distinct text: a stream of the same bad frame logs
-        once, a different problem still logs at once (rclpy's throttling is per call site, not per text)."""
-        now = time.monotonic()
-        if now - self._warned_at.get(text, float('-inf')) >= period_s:
-            if len(self._warned_at) > 256:      # texts with changing numbers must not grow it forever
-                self._warned_at.clear()
-            self._warned_at[text] = now
-            self.get_logger().warning(text)
+    def _warn(self, text: str, period_s: float, kind: Optional[str] = None) -> None:
+        """A warning at most once per `period_s` for each kind of problem (`kind`; None: the text itself), with
+        the number held back meanwhile (log_throttle): a stream of bad frames logs once even when the text
+        changes from frame to frame, a different kind of problem still logs at once (rclpy's throttling is per
+        call site, and one call site reports many kinds)."""
+        line = self._warnings.admit(text if kind is None else kind, text, period_s)
+        if line is not None:
+            self.get_logger().warning(line)
 
     # ------------------------------------------------------------------------------------------ inputs
 
@@ -343,7 +344,7 @@ class HamerNode(Node):
             self._camera_info_state = 'none received'
             self._warn(f'no CameraInfo on {self._camera_info_topic}: using HaMeR\'s default camera (focal '
                        f'5000/256*max(W,H)), so hands are placed at a made-up depth. Publish the camera\'s '
-                       f'CameraInfo there or remap camera_info', 10.0)
+                       f'CameraInfo there or remap camera_info', 10.0, kind='no camera info')
             return None
         intrinsics, problem = camera_info_intrinsics(info, width, height)
         if problem == INVALID_K:
@@ -510,7 +511,8 @@ class HamerNode(Node):
                 image = image_msg_to_bgr(msg, outputs.max_image_pixels)
         except ValueError as exc:
             self._count('bad_images')
-            self._warn(f'skipped an image from {self._image_topic}: {exc}', 5.0)
+            kind = exc.kind if isinstance(exc, ImageRefused) else type(exc).__name__
+            self._warn(f'skipped an image from {self._image_topic}: {exc}', 5.0, kind=f'bad image: {kind}')
             return
         if pipeline.detector is None:
             self._count('failed')
@@ -540,14 +542,15 @@ class HamerNode(Node):
 
     def _on_frame_error(self, stage: str, exc: BaseException, context) -> None:
         self._count('failed')
-        self._warn(f'processing a frame failed ({stage}): {type(exc).__name__}: {exc}', 5.0)
+        self._warn(f'processing a frame failed ({stage}): {type(exc).__name__}: {exc}', 5.0,
+                   kind=f'frame failed: {stage}: {type(exc).__name__}')
 
     def _finish(self, frame, header, image, pipeline: HandPipeline, timings: Dict[str, float]) -> None:
         """Publishes one processed frame and keeps the statistics."""
         outputs = self._outputs
         self._follow_model_device(pipeline)
         for reason in frame.dropped:
-            self._warn(f'hand not published: {reason}', 5.0)
+            self._warn(f'hand not published: {reason}', 5.0, kind='hand not published')
         self._count('hands_dropped', len(frame.dropped))
         self._count('hands', len(frame.hands))
         if self._stop.is_set():
@@ -559,7 +562,8 @@ class HamerNode(Node):
             if self._stop.is_set():     # the context went down under us: shutting down
                 return
             self._count('failed')
-            self._warn(f'publishing a frame failed: {type(exc).__name__}: {exc}', 5.0)
+            self._warn(f'publishing a frame failed: {type(exc).__name__}: {exc}', 5.0,
+                       kind=f'publishing failed: {type(exc).__name__}')
             return
         self._last_timings = dict(timings, publish=time.perf_counter() - start)
         latency = (self.get_clock().now().nanoseconds - bag_io.stamp_ns(header.stamp)) * 1e-9
@@ -606,7 +610,7 @@ class HamerNode(Node):
         try:
             from hamer_ros.render import render_overlay
         except ImportError as exc:
-            self._warn(f'hands/overlay unavailable: {exc}', 60.0)
+            self._warn(f'hands/overlay unavailable: {exc}', 60.0, kind='overlay unavailable')
             return None
         faces = pipeline.model.faces if pipeline.model is not None else None
         return render_overlay(image, frame.hands, frame.intrinsics, faces)
