@@ -221,6 +221,7 @@ class HamerNode(Node):
         self._latencies = deque(maxlen=300)          # (publish time s, stamp-to-publish latency s)
         self._last_timings = {}
         self._camera_info_state = 'none received'
+        self._camera_info_problem: Optional[str] = None      # the last CameraInfo problem warned about
         self._marker_builder = MarkerBuilder(self._outputs.marker_style)
         self._markers_lock = threading.Lock()       # the builder remembers what is shown: one user at a time
         self._last_frame_id = ''
@@ -347,16 +348,16 @@ class HamerNode(Node):
                        f'CameraInfo there or remap camera_info', 10.0, kind='no camera info')
             return None
         intrinsics, problem = camera_info_intrinsics(info, width, height)
-        if problem == INVALID_K:
-            self._camera_info_state = 'invalid K (ignored)'
-            self._warn(f'ignoring CameraInfo with an unusable K {list(info.k)} (needs finite values and fx, fy > 0): '
-                       f'using the default camera. Calibrate the camera (camera_calibration)', 10.0)
-        elif problem == SIZE_MISMATCH:
-            self._camera_info_state = 'size mismatch (ignored)'
-            self._warn(f'ignoring CameraInfo for {info.width}x{info.height} images: the image is {width}x{height}. '
-                       f'Is camera_info remapped to the same camera (and resolution)?', 10.0)
-        else:
-            self._camera_info_state = 'ok'
+        if problem is None:
+            self._camera_info_state, self._camera_info_problem = 'ok', None
+            return intrinsics
+        self._camera_info_state = {INVALID_K: 'invalid K (ignored)', SIZE_MISMATCH: 'size mismatch (ignored)'}.get(
+            problem.kind, 'used, but D has NaN/inf')
+        # Once per problem (a driver repeats the same CameraInfo at its frame rate), and never more often than
+        # every 10 s for one kind of problem.
+        if problem.text != self._camera_info_problem:
+            self._camera_info_problem = problem.text
+            self._warn(problem.text, 10.0, kind=f'camera info: {problem.kind}')
         return intrinsics
 
     # ------------------------------------------------------------------------------------------ worker
