@@ -36,7 +36,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from hamer_ros import bag_io, paths
+from hamer_ros import bag_io, paths, stamp_order
 from hamer_ros.camera_info import INVALID_K, SIZE_MISMATCH, camera_info_intrinsics
 from hamer_ros.hamer.model import AUTOCAST_DTYPES, PRECISIONS, HamerModel
 from hamer_ros.image_conversion import (DEFAULT_MAX_PIXELS, ImageRefused, bgr_to_image_msg, compressed_msg_to_bgr,
@@ -47,6 +47,8 @@ from hamer_ros.overlap import LatestSlot, OverlappedPipeline
 from hamer_ros.msg import HandMeshArray
 from hamer_ros.pipeline import HandPipeline, faces_by_side
 from hamer_ros.ros_messages import fast_markers_work, hand_mesh_array, serialize_hand_markers
+from hamer_ros.runtime_tuning import release_freed_memory
+from hamer_ros.stamp_order import StampOrder
 from hamer_ros.tf_frames import hand_transforms
 from hamer_ros.types import CameraIntrinsics
 
@@ -227,7 +229,7 @@ class HamerNode(Node):
         self._last_frame_id = ''
         self._detector_settings_changed = False
         self._weights_fingerprint: tuple = ()
-        self._last_stamp_ns = -1
+        self._stamp_order = StampOrder()
         self._warnings = WarningThrottle()
         self._faces_cache: Tuple[Any, Any] = (None, None)      # (model, its faces by side)
         # Checked once per process: does the one-block mesh serialization fit this middleware?
@@ -481,9 +483,12 @@ class HamerNode(Node):
 
     def _replace_detector(self, pipeline: HandPipeline) -> None:
         old = pipeline.detector
-        pipeline.detector = self._make_detector()
         if old is not None:
-            old.close()
+            old.close()         # first: the old graph's memory can then serve the new one
+        pipeline.detector = self._make_detector()
+        # MediaPipe options are fixed when a graph is built, so new thresholds need a new graph; the old one's
+        # memory goes back to the system instead of staying with the process (runtime_tuning).
+        release_freed_memory()
         self.get_logger().info('detector thresholds changed: detector rebuilt')
 
     def _make_tracker(self):
@@ -520,11 +525,7 @@ class HamerNode(Node):
             return
         intrinsics = self._intrinsics_for(image.shape[1], image.shape[0])
         stamp_ns = bag_io.stamp_ns(header.stamp)
-        if stamp_ns < self._last_stamp_ns:
-            # Time went backwards: the camera restarted or a bag was played again. Old tracks would mislead.
-            self.get_logger().info('image stamps went backwards: starting tracking afresh')
-            self._while_paused(pipeline, HandPipeline.reset)
-        self._last_stamp_ns = stamp_ns
+        self._follow_stamp_order(pipeline, stamp_ns, header.frame_id)
         self._last_frame_id = header.frame_id
         if self._overlapped is not None:
             # Detection and HaMeR run on the runner's threads; `_on_overlapped_result` publishes.
@@ -536,6 +537,22 @@ class HamerNode(Node):
             self._on_frame_error('pipeline', exc, None)
             return
         self._finish(frame, header, image, pipeline, pipeline.last_timings)
+
+    def _follow_stamp_order(self, pipeline: HandPipeline, stamp_ns: int, frame_id: str) -> None:
+        """Restarts tracking when the stream starts over; says once when stamps keep going back and forth."""
+        event = self._stamp_order.update(stamp_ns, frame_id)
+        if event == stamp_order.RESTART:
+            # Time went backwards: the camera restarted or a bag was played again. Old tracks would mislead.
+            self.get_logger().info('image stamps went backwards: starting tracking afresh')
+            self._while_paused(pipeline, HandPipeline.reset)
+        elif event == stamp_order.MIXING_STARTED:
+            self.get_logger().warning(
+                f'image stamps on {self._image_topic} keep going backwards (frame ids '
+                f'{", ".join(repr(i) for i in self._stamp_order.frame_ids)} so far): are two cameras publishing '
+                'on this topic? Tracking is no longer restarted for each backward step (track ids will churn); '
+                'give each camera its own topic and node')
+        elif event == stamp_order.MIXING_ENDED:
+            self.get_logger().info(f'image stamps on {self._image_topic} are in order again')
 
     def _on_overlapped_result(self, result) -> None:
         header, pipeline = result.context
@@ -651,6 +668,9 @@ class HamerNode(Node):
             level, message = DiagnosticStatus.ERROR, 'processing thread stopped'
         if self._detector_error:
             level, message = DiagnosticStatus.ERROR, 'hand detector unavailable'
+        elif self._stamp_order.mixed:
+            level = max(level, DiagnosticStatus.WARN)
+            message = 'image stamps go back and forth: two cameras on one topic?'
         elif state in ('hamer', 'landmarks_only') and not recent:
             level = max(level, DiagnosticStatus.WARN)
             message = (f'no images processed recently: is {self._image_topic} publishing? (Fast DDS drops '
@@ -671,6 +691,7 @@ class HamerNode(Node):
             'model': detail,
             'detector': self._detector_error or 'ok',
             'camera info': self._camera_info_state,
+            'image stamps': self._stamp_order.describe(),
             'image topic': self._image_topic,
         }
         values.update({f'stage {name} (ms)': f'{seconds * 1e3:.1f}' for name, seconds in self._last_timings.items()})
