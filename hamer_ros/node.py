@@ -38,6 +38,7 @@ from visualization_msgs.msg import MarkerArray
 
 from hamer_ros import bag_io, paths, stamp_order
 from hamer_ros.camera_info import INVALID_K, SIZE_MISMATCH, camera_info_intrinsics
+from hamer_ros.detection.hand_detector import CONFIDENCE_RANGES
 from hamer_ros.hamer.model import AUTOCAST_DTYPES, PRECISIONS, HamerModel
 from hamer_ros.image_conversion import (DEFAULT_MAX_PIXELS, ImageRefused, bgr_to_image_msg, compressed_msg_to_bgr,
                                         image_msg_to_bgr)
@@ -100,9 +101,12 @@ PARAMETERS: List[Tuple[str, Any, bool, str, dict]] = [
     ('detector.running_mode', 'video', True, 'video: MediaPipe follows hands between frames (faster); image: every '
      'frame on its own', {}),
     ('detector.num_hands', 2, True, 'most hands MediaPipe reports per image', _int_range(1, 8)),
-    ('detector.min_detection_confidence', 0.5, False, 'MediaPipe palm detection threshold', _float_range(0.0, 1.0)),
-    ('detector.min_presence_confidence', 0.5, False, 'MediaPipe hand presence threshold', _float_range(0.0, 1.0)),
-    ('detector.min_tracking_confidence', 0.5, False, 'MediaPipe landmark tracking threshold', _float_range(0.0, 1.0)),
+    ('detector.min_detection_confidence', 0.5, False, 'MediaPipe palm detection threshold',
+     _float_range(*CONFIDENCE_RANGES['min_detection_confidence'])),
+    ('detector.min_presence_confidence', 0.5, False, 'MediaPipe hand presence threshold',
+     _float_range(*CONFIDENCE_RANGES['min_presence_confidence'])),
+    ('detector.min_tracking_confidence', 0.5, False, 'MediaPipe landmark tracking threshold (video mode; MediaPipe '
+     'aborts the process at 0, hence 0.01 at least)', _float_range(*CONFIDENCE_RANGES['min_tracking_confidence'])),
     ('tracking.enabled', True, True, 'give hands stable track ids and stabilise their side labels', {}),
     ('tracking.min_iou', 0.1, True, 'a detection overlapping a track at least this much may continue it',
      _float_range(0.0, 1.0)),

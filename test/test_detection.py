@@ -136,8 +136,10 @@ def test_bad_input_and_settings_are_clear_errors(model_path, detector):
         HandDetector(model_path=model_path, running_mode='stream')
     with pytest.raises(ValueError, match='num_hands'):
         HandDetector(model_path=model_path, num_hands=0)
-    with pytest.raises(ValueError, match=r'min_tracking_confidence must lie in \[0, 1\]'):
+    with pytest.raises(ValueError, match=r"min_tracking_confidence must lie in \[0.01, 1\]"):
         HandDetector(model_path=model_path, min_tracking_confidence=1.5)
+    with pytest.raises(ValueError, match=r"min_tracking_confidence must lie in \[0.01, 1\] \(what MediaPipe accepts"):
+        HandDetector(model_path=model_path, min_tracking_confidence=0.0)     # MediaPipe would abort the process
     closed = HandDetector(model_path=model_path)
     closed.close()
     with pytest.raises(RuntimeError, match='closed'):

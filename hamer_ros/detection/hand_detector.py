@@ -20,6 +20,17 @@ from hamer_ros.types import HandDetection
 
 RUNNING_MODES = ('image', 'video')
 
+# The thresholds MediaPipe accepts, both ends included (mediapipe 0.10.21, each end tried in image and video mode
+# on a photo with two hands). min_tracking_confidence becomes the hand association calculator's
+# min_similarity_threshold, which must be above 0: at 0.0 the video graph aborts the process on its second frame
+# ("Check failed: options_.min_similarity_threshold() > 0.0", hand_association_calculator.cc, SIGABRT). 0.01 is the
+# lowest value offered here; a threshold that low already keeps every tracked hand.
+CONFIDENCE_RANGES = {
+    'min_detection_confidence': (0.0, 1.0),
+    'min_presence_confidence': (0.0, 1.0),
+    'min_tracking_confidence': (0.01, 1.0),
+}
+
 
 def box_from_landmarks(landmarks_px: np.ndarray, width: int, height: int) -> np.ndarray:
     """Tight (x0, y0, x1, y1) box around (N, 2) pixel points, clipped to the image ([0, W] x [0, H])."""
@@ -77,8 +88,9 @@ class HandDetector:
         for name, value in (('min_detection_confidence', min_detection_confidence),
                             ('min_presence_confidence', min_presence_confidence),
                             ('min_tracking_confidence', min_tracking_confidence)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f'{name} must lie in [0, 1], got {value}')
+            low, high = CONFIDENCE_RANGES[name]
+            if not low <= value <= high:
+                raise ValueError(f'{name} must lie in [{low:g}, {high:g}] (what MediaPipe accepts), got {value}')
         # Imported here: mediapipe takes about a second to import and most users of hamer_ros need it only here.
         import mediapipe as mp
         from mediapipe.tasks.python import BaseOptions, vision
