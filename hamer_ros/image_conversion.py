@@ -90,7 +90,7 @@ def image_msg_to_bgr(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     encoding = str(msg.encoding)
     layout = _EIGHT_BIT_ENCODINGS.get(encoding.lower())
     if layout is None:
-        raise ImageRefused('encoding', _refusal(encoding))
+        raise ImageRefused(f'encoding {encoding.lower()}', _refusal(encoding))
     channels, to_bgr = layout
     width, height, step = int(msg.width), int(msg.height), int(msg.step)
     _check_size(width, height, max_pixels)

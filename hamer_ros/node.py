@@ -327,14 +327,15 @@ class HamerNode(Node):
         with self._state_lock:
             self._counters[name] += amount
 
-    def _warn(self, text: str, period_s: float, kind: Optional[str] = None) -> None:
+    def _warn(self, text: str, period_s: float, kind: Optional[str] = None) -> bool:
         """A warning at most once per `period_s` for each kind of problem (`kind`; None: the text itself), with
         the number held back meanwhile (log_throttle): a stream of bad frames logs once even when the text
         changes from frame to frame, a different kind of problem still logs at once (rclpy's throttling is per
-        call site, and one call site reports many kinds)."""
+        call site, and one call site reports many kinds). True when it was logged."""
         line = self._warnings.admit(text if kind is None else kind, text, period_s)
         if line is not None:
             self.get_logger().warning(line)
+        return line is not None
 
     # ------------------------------------------------------------------------------------------ inputs
 
@@ -359,11 +360,11 @@ class HamerNode(Node):
             return intrinsics
         self._camera_info_state = {INVALID_K: 'invalid K (ignored)', SIZE_MISMATCH: 'size mismatch (ignored)'}.get(
             problem.kind, 'used, but D has NaN/inf')
-        # Once per problem (a driver repeats the same CameraInfo at its frame rate), and never more often than
-        # every 10 s for one kind of problem.
-        if problem.text != self._camera_info_problem:
+        # Once per problem (a driver repeats the same CameraInfo at its frame rate), at most once a second for one
+        # kind of problem (a CameraInfo that changes every time); a problem held back is tried again next frame.
+        if problem.text != self._camera_info_problem and self._warn(problem.text, 1.0,
+                                                                    kind=f'camera info: {problem.kind}'):
             self._camera_info_problem = problem.text
-            self._warn(problem.text, 10.0, kind=f'camera info: {problem.kind}')
         return intrinsics
 
     # ------------------------------------------------------------------------------------------ worker

@@ -251,4 +251,4 @@ def test_refusals_name_their_kind_of_problem_whatever_the_numbers():
     assert kinds == {'data length'}
     with pytest.raises(ImageRefused) as refused:
         image_msg_to_bgr(_image_msg(_bgr_pattern(), 'yuv422'))
-    assert refused.value.kind == 'encoding'
+    assert refused.value.kind == 'encoding yuv422'       # one kind per encoding: each says something else
