@@ -608,7 +608,8 @@ def _range_ends(default, constraints):
         low, high = constraints['integer_range'][0].from_value, constraints['integer_range'][0].to_value
         return [low, high], [low - 1, high + 1]
     if 'floating_point_range' in constraints:
-        low, high = constraints['floating_point_range'][0].from_value, constraints['floating_point_range'][0].to_value
+        declared = constraints['floating_point_range'][0]
+        low, high = declared.from_value, declared.to_value
         outside = [low - (high - low) / 100, high + (high - low) / 100]
         return [low, high], outside + ([0.0] if low > 0.0 else [])      # 0.0: where MediaPipe aborted
     return [], []
