@@ -14,6 +14,8 @@ import array
 import cv2
 import numpy as np
 
+from hamer_ros.image_header import declared_image_size, image_format
+
 # 3840x2160 (4K UHD): the largest frame the node accepts by default; bigger frames only cost memory and
 # time (HaMeR works on 256-px crops) and an 8K frame is far more likely a misconfigured driver.
 DEFAULT_MAX_PIXELS = 3840 * 2160
@@ -33,6 +35,15 @@ _EIGHT_BIT_ENCODINGS = {
 }
 
 _ACCEPTED = 'bgr8, rgb8, bgra8, rgba8 or mono8'
+
+
+class ImageRefused(ValueError):
+    """An image message that cannot be used. `kind` names the problem independently of the numbers in the text
+    (e.g. 'data length' for any amount of missing data), so that warnings can be throttled per kind of problem."""
+
+    def __init__(self, kind: str, text: str):
+        super().__init__(text)
+        self.kind = kind
 
 
 def _refusal(encoding: str) -> str:
@@ -55,10 +66,10 @@ def _refusal(encoding: str) -> str:
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:
     if width <= 0 or height <= 0:
-        raise ValueError(f'image has zero size ({width}x{height}): the publisher sent an empty image')
+        raise ImageRefused('zero size', f'image has zero size ({width}x{height}): the publisher sent an empty image')
     if width * height > max_pixels:
-        raise ValueError(
-            f'image {width}x{height} has {width * height / 1e6:.1f} Mpx, more than the limit of '
+        raise ImageRefused(
+            'too large', f'image {width}x{height} has {width * height / 1e6:.1f} Mpx, more than the limit of '
             f'{max_pixels / 1e6:.1f} Mpx: lower the camera resolution (or resize with image_proc), '
             f'or raise the limit (node parameter max_image_pixels)')
 
@@ -79,19 +90,19 @@ def image_msg_to_bgr(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     encoding = str(msg.encoding)
     layout = _EIGHT_BIT_ENCODINGS.get(encoding.lower())
     if layout is None:
-        raise ValueError(_refusal(encoding))
+        raise ImageRefused(f'encoding {encoding.lower()}', _refusal(encoding))
     channels, to_bgr = layout
     width, height, step = int(msg.width), int(msg.height), int(msg.step)
     _check_size(width, height, max_pixels)
     row_bytes = width * channels
     if step < row_bytes:
-        raise ValueError(
-            f'image step {step} is shorter than one row of a {width}-px wide {encoding} image '
+        raise ImageRefused(
+            'step', f'image step {step} is shorter than one row of a {width}-px wide {encoding} image '
             f'({row_bytes} bytes): the publisher must set step = bytes per row including padding')
     data = _as_uint8_buffer(msg.data)
     if data.size != height * step:
-        raise ValueError(
-            f'image data has {data.size} bytes but height x step = {height} x {step} = {height * step}: '
+        raise ImageRefused(
+            'data length', f'image data has {data.size} bytes but height x step = {height} x {step} = {height * step}: '
             f'the message is truncated or its width/height/step are wrong')
     # Drop the row padding with a strided view; cv2/copy below makes the result contiguous and owned.
     pixels = data.reshape(height, step)[:, :row_bytes].reshape(height, width, channels)
@@ -101,19 +112,32 @@ def image_msg_to_bgr(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
 
 
 def compressed_msg_to_bgr(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode a sensor_msgs/CompressedImage (JPEG, PNG, ... anything cv2.imdecode reads) to BGR uint8."""
+    """Decode a sensor_msgs/CompressedImage (JPEG, PNG, ... anything cv2.imdecode reads) to BGR uint8.
+
+    Decompression bombs: a PNG or JPEG is refused on the size its header declares (`image_header`), before any
+    decoding, when it exceeds `max_pixels`: an 875 kB PNG can declare 30000 x 30000 pixels, 2.7 GB once decoded.
+    Other formats have no header reader here: they are decoded (OpenCV refuses more than 2**30 pixels) and then
+    refused when larger than `max_pixels`; publish JPEG or PNG (what compressed_image_transport sends)."""
     fmt = str(getattr(msg, 'format', ''))
     if 'compresseddepth' in fmt.lower().replace(' ', ''):
-        raise ValueError(f'compressed image format {fmt!r} is a depth image: subscribe to a colour image topic')
+        raise ImageRefused('depth', f'compressed image format {fmt!r} is a depth image: subscribe to a colour '
+                                    'image topic')
     data = _as_uint8_buffer(msg.data)
     if data.size == 0:
-        raise ValueError('compressed image has no data: the publisher sent an empty CompressedImage')
+        raise ImageRefused('empty', 'compressed image has no data: the publisher sent an empty CompressedImage')
+    kind = image_format(data)
+    if kind is not None:
+        declared = declared_image_size(data)
+        if declared is None:
+            raise ImageRefused(
+                'undecodable', f'compressed image ({data.size} bytes, format {fmt!r}) could not be decoded: its '
+                f'{kind.upper()} header is truncated or damaged, or declares no size')
+        _check_size(*declared, max_pixels)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
-        raise ValueError(
-            f'compressed image ({data.size} bytes, format {fmt!r}) could not be decoded: the data is corrupt '
-            f'or not an image format OpenCV reads (use jpeg or png)')
-    # Checked after decoding: OpenCV itself refuses frames above 2**30 px, so memory stays bounded.
+        raise ImageRefused(
+            'undecodable', f'compressed image ({data.size} bytes, format {fmt!r}) could not be decoded: the data is '
+            f'corrupt or not an image format OpenCV reads (use jpeg or png)')
     _check_size(image.shape[1], image.shape[0], max_pixels)
     return image
 

@@ -36,15 +36,20 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from hamer_ros import bag_io, paths
+from hamer_ros import bag_io, paths, stamp_order
 from hamer_ros.camera_info import INVALID_K, SIZE_MISMATCH, camera_info_intrinsics, ignored_distortion
+from hamer_ros.detection.hand_detector import CONFIDENCE_RANGES
 from hamer_ros.hamer.model import AUTOCAST_DTYPES, PERSPECTIVE_CORRECTIONS, PRECISIONS, HamerModel
-from hamer_ros.image_conversion import DEFAULT_MAX_PIXELS, bgr_to_image_msg, compressed_msg_to_bgr, image_msg_to_bgr
+from hamer_ros.image_conversion import (DEFAULT_MAX_PIXELS, ImageRefused, bgr_to_image_msg, compressed_msg_to_bgr,
+                                        image_msg_to_bgr)
+from hamer_ros.log_throttle import WarningThrottle
 from hamer_ros.markers import MarkerBuilder, MarkerStyle
 from hamer_ros.overlap import LatestSlot, OverlappedPipeline
 from hamer_ros.msg import HandMeshArray
 from hamer_ros.pipeline import HandPipeline, faces_by_side
 from hamer_ros.ros_messages import fast_markers_work, hand_mesh_array, serialize_hand_markers
+from hamer_ros.runtime_tuning import release_freed_memory
+from hamer_ros.stamp_order import StampOrder
 from hamer_ros.tf_frames import TF_FRAME_SETS, HandFrameNames, hand_transforms, resolve_frame_prefix
 from hamer_ros.types import CameraIntrinsics
 
@@ -98,9 +103,12 @@ PARAMETERS: List[Tuple[str, Any, bool, str, dict]] = [
     ('detector.running_mode', 'video', True, 'video: MediaPipe follows hands between frames (faster); image: every '
      'frame on its own', {}),
     ('detector.num_hands', 2, True, 'most hands MediaPipe reports per image', _int_range(1, 8)),
-    ('detector.min_detection_confidence', 0.5, False, 'MediaPipe palm detection threshold', _float_range(0.0, 1.0)),
-    ('detector.min_presence_confidence', 0.5, False, 'MediaPipe hand presence threshold', _float_range(0.0, 1.0)),
-    ('detector.min_tracking_confidence', 0.5, False, 'MediaPipe landmark tracking threshold', _float_range(0.0, 1.0)),
+    ('detector.min_detection_confidence', 0.5, False, 'MediaPipe palm detection threshold',
+     _float_range(*CONFIDENCE_RANGES['min_detection_confidence'])),
+    ('detector.min_presence_confidence', 0.5, False, 'MediaPipe hand presence threshold',
+     _float_range(*CONFIDENCE_RANGES['min_presence_confidence'])),
+    ('detector.min_tracking_confidence', 0.5, False, 'MediaPipe landmark tracking threshold (video mode; MediaPipe '
+     'aborts the process at 0, hence 0.01 at least)', _float_range(*CONFIDENCE_RANGES['min_tracking_confidence'])),
     ('tracking.enabled', True, True, 'give hands stable track ids and stabilise their side labels', {}),
     ('tracking.min_iou', 0.1, True, 'a detection overlapping a track at least this much may continue it',
      _float_range(0.0, 1.0)),
@@ -236,13 +244,14 @@ class HamerNode(Node):
         self._latencies = deque(maxlen=300)          # (publish time s, stamp-to-publish latency s)
         self._last_timings = {}
         self._camera_info_state = 'none received'
+        self._camera_info_problem: Optional[str] = None      # the last CameraInfo problem warned about
         self._marker_builder = MarkerBuilder(self._outputs.marker_style)
         self._markers_lock = threading.Lock()       # the builder remembers what is shown: one user at a time
         self._last_frame_id = ''
         self._detector_settings_changed = False
         self._weights_fingerprint: tuple = ()
-        self._last_stamp_ns = -1
-        self._warned_at: Dict[str, float] = {}
+        self._stamp_order = StampOrder()
+        self._warnings = WarningThrottle()
         self._faces_cache: Tuple[Any, Any] = (None, None)      # (model, its faces by side)
         # TF names that stay with each hand's track while the tracker keeps it.
         self._frame_names = HandFrameNames(hold_frames=self.get_parameter('tracking.max_missed_frames').value)
@@ -340,15 +349,15 @@ class HamerNode(Node):
         with self._state_lock:
             self._counters[name] += amount
 
-    def _warn(self, text: str, period_s: float) -> None:
-        """A warning at most once per `period_s` for each distinct text: a stream of the same bad frame logs
-        once, a different problem still logs at once (rclpy's throttling is per call site, not per text)."""
-        now = time.monotonic()
-        if now - self._warned_at.get(text, float('-inf')) >= period_s:
-            if len(self._warned_at) > 256:      # texts with changing numbers must not grow it forever
-                self._warned_at.clear()
-            self._warned_at[text] = now
-            self.get_logger().warning(text)
+    def _warn(self, text: str, period_s: float, kind: Optional[str] = None) -> bool:
+        """A warning at most once per `period_s` for each kind of problem (`kind`; None: the text itself), with
+        the number held back meanwhile (log_throttle): a stream of bad frames logs once even when the text
+        changes from frame to frame, a different kind of problem still logs at once (rclpy's throttling is per
+        call site, and one call site reports many kinds). True when it was logged."""
+        line = self._warnings.admit(text if kind is None else kind, text, period_s)
+        if line is not None:
+            self.get_logger().warning(line)
+        return line is not None
 
     # ------------------------------------------------------------------------------------------ inputs
 
@@ -365,26 +374,28 @@ class HamerNode(Node):
             self._camera_info_state = 'none received'
             self._warn(f'no CameraInfo on {self._camera_info_topic}: using HaMeR\'s default camera (focal '
                        f'5000/256*max(W,H)), so hands are placed at a made-up depth. Publish the camera\'s '
-                       f'CameraInfo there or remap camera_info', 10.0)
+                       f'CameraInfo there or remap camera_info', 10.0, kind='no camera info')
             return None
         rectified = self.get_parameter('image_rectified').value
         intrinsics, problem = camera_info_intrinsics(info, width, height, rectified=rectified)
-        if problem == INVALID_K:
-            self._camera_info_state = 'invalid K (ignored)'
-            rectified_note = f' (or P {list(info.p)}, used for rectified images)' if rectified else ''
-            self._warn(f'ignoring CameraInfo with an unusable K {list(info.k)}{rectified_note} (needs finite values '
-                       f'and fx, fy > 0): using the default camera. Calibrate the camera (camera_calibration)', 10.0)
-        elif problem == SIZE_MISMATCH:
-            self._camera_info_state = 'size mismatch (ignored)'
-            self._warn(f'ignoring CameraInfo for {info.width}x{info.height} images: the image is {width}x{height}. '
-                       f'Is camera_info remapped to the same camera (and resolution)?', 10.0)
-        elif ignored_distortion(info, rectified):
-            self._camera_info_state = 'ok, lens distortion ignored (raw image)'
-            self._warn(f'image_rectified is false and the CameraInfo has lens distortion D={list(info.d)}: it is '
-                       f'ignored, so hands away from the image centre are misplaced. Feed the rectified image '
-                       f'(image_proc: image_rect) with image_rectified true', 60.0)
-        else:
-            self._camera_info_state = 'ok'
+        if problem is None:
+            self._camera_info_problem = None
+            if ignored_distortion(info, rectified):
+                self._camera_info_state = 'ok, lens distortion ignored (raw image)'
+                self._warn(f'image_rectified is false and the CameraInfo has lens distortion D={list(info.d)}: it '
+                           f'is ignored, so hands away from the image centre are misplaced. Feed the rectified '
+                           f'image (image_proc: image_rect) with image_rectified true', 60.0,
+                           kind='camera info: distortion ignored')
+            else:
+                self._camera_info_state = 'ok'
+            return intrinsics
+        self._camera_info_state = {INVALID_K: 'invalid K (ignored)', SIZE_MISMATCH: 'size mismatch (ignored)'}.get(
+            problem.kind, 'used, but D has NaN/inf')
+        # Once per problem (a driver repeats the same CameraInfo at its frame rate), at most once a second for one
+        # kind of problem (a CameraInfo that changes every time); a problem held back is tried again next frame.
+        if problem.text != self._camera_info_problem and self._warn(problem.text, 1.0,
+                                                                    kind=f'camera info: {problem.kind}'):
+            self._camera_info_problem = problem.text
         return intrinsics
 
     # ------------------------------------------------------------------------------------------ worker
@@ -509,9 +520,12 @@ class HamerNode(Node):
 
     def _replace_detector(self, pipeline: HandPipeline) -> None:
         old = pipeline.detector
-        pipeline.detector = self._make_detector()
         if old is not None:
-            old.close()
+            old.close()         # first: the old graph's memory can then serve the new one
+        pipeline.detector = self._make_detector()
+        # MediaPipe options are fixed when a graph is built, so new thresholds need a new graph; the old one's
+        # memory goes back to the system instead of staying with the process (runtime_tuning).
+        release_freed_memory()
         self.get_logger().info('detector thresholds changed: detector rebuilt')
 
     def _make_tracker(self):
@@ -540,20 +554,15 @@ class HamerNode(Node):
                 image = image_msg_to_bgr(msg, outputs.max_image_pixels)
         except ValueError as exc:
             self._count('bad_images')
-            self._warn(f'skipped an image from {self._image_topic}: {exc}', 5.0)
+            kind = exc.kind if isinstance(exc, ImageRefused) else type(exc).__name__
+            self._warn(f'skipped an image from {self._image_topic}: {exc}', 5.0, kind=f'bad image: {kind}')
             return
         if pipeline.detector is None:
             self._count('failed')
             return
         intrinsics = self._intrinsics_for(image.shape[1], image.shape[0])
         stamp_ns = bag_io.stamp_ns(header.stamp)
-        if stamp_ns < self._last_stamp_ns:
-            # Time went backwards: the camera restarted or a bag was played again. Old tracks would mislead.
-            self.get_logger().info('image stamps went backwards: starting tracking afresh')
-            self._while_paused(pipeline, HandPipeline.reset)
-            with self._frame_names_lock:
-                self._frame_names.reset()
-        self._last_stamp_ns = stamp_ns
+        self._follow_stamp_order(pipeline, stamp_ns, header.frame_id)
         self._last_frame_id = header.frame_id
         if self._overlapped is not None:
             # Detection and HaMeR run on the runner's threads; `_on_overlapped_result` publishes.
@@ -566,20 +575,39 @@ class HamerNode(Node):
             return
         self._finish(frame, header, image, pipeline, pipeline.last_timings)
 
+    def _follow_stamp_order(self, pipeline: HandPipeline, stamp_ns: int, frame_id: str) -> None:
+        """Restarts tracking when the stream starts over; says once when stamps keep going back and forth."""
+        event = self._stamp_order.update(stamp_ns, frame_id)
+        if event == stamp_order.RESTART:
+            # Time went backwards: the camera restarted or a bag was played again. Old tracks would mislead.
+            self.get_logger().info('image stamps went backwards: starting tracking afresh')
+            self._while_paused(pipeline, HandPipeline.reset)
+            with self._frame_names_lock:
+                self._frame_names.reset()
+        elif event == stamp_order.MIXING_STARTED:
+            self.get_logger().warning(
+                f'image stamps on {self._image_topic} keep going backwards (frame ids '
+                f'{", ".join(repr(i) for i in self._stamp_order.frame_ids)} so far): are two cameras publishing '
+                'on this topic? Tracking is no longer restarted for each backward step (track ids will churn); '
+                'give each camera its own topic and node')
+        elif event == stamp_order.MIXING_ENDED:
+            self.get_logger().info(f'image stamps on {self._image_topic} are in order again')
+
     def _on_overlapped_result(self, result) -> None:
         header, pipeline = result.context
         self._finish(result.frame, header, result.image, pipeline, result.timings)
 
     def _on_frame_error(self, stage: str, exc: BaseException, context) -> None:
         self._count('failed')
-        self._warn(f'processing a frame failed ({stage}): {type(exc).__name__}: {exc}', 5.0)
+        self._warn(f'processing a frame failed ({stage}): {type(exc).__name__}: {exc}', 5.0,
+                   kind=f'frame failed: {stage}: {type(exc).__name__}')
 
     def _finish(self, frame, header, image, pipeline: HandPipeline, timings: Dict[str, float]) -> None:
         """Publishes one processed frame and keeps the statistics."""
         outputs = self._outputs
         self._follow_model_device(pipeline)
         for reason in frame.dropped:
-            self._warn(f'hand not published: {reason}', 5.0)
+            self._warn(f'hand not published: {reason}', 5.0, kind='hand not published')
         self._count('hands_dropped', len(frame.dropped))
         self._count('hands', len(frame.hands))
         if self._stop.is_set():
@@ -591,7 +619,8 @@ class HamerNode(Node):
             if self._stop.is_set():     # the context went down under us: shutting down
                 return
             self._count('failed')
-            self._warn(f'publishing a frame failed: {type(exc).__name__}: {exc}', 5.0)
+            self._warn(f'publishing a frame failed: {type(exc).__name__}: {exc}', 5.0,
+                       kind=f'publishing failed: {type(exc).__name__}')
             return
         self._last_timings = dict(timings, publish=time.perf_counter() - start)
         latency = (self.get_clock().now().nanoseconds - bag_io.stamp_ns(header.stamp)) * 1e-9
@@ -640,7 +669,7 @@ class HamerNode(Node):
         try:
             from hamer_ros.render import render_overlay
         except ImportError as exc:
-            self._warn(f'hands/overlay unavailable: {exc}', 60.0)
+            self._warn(f'hands/overlay unavailable: {exc}', 60.0, kind='overlay unavailable')
             return None
         faces = pipeline.model.faces if pipeline.model is not None else None
         return render_overlay(image, frame.hands, frame.intrinsics, faces)
@@ -680,6 +709,9 @@ class HamerNode(Node):
             level, message = DiagnosticStatus.ERROR, 'processing thread stopped'
         if self._detector_error:
             level, message = DiagnosticStatus.ERROR, 'hand detector unavailable'
+        elif self._stamp_order.mixed:
+            level = max(level, DiagnosticStatus.WARN)
+            message = 'image stamps go back and forth: two cameras on one topic?'
         elif state in ('hamer', 'landmarks_only') and not recent:
             level = max(level, DiagnosticStatus.WARN)
             message = (f'no images processed recently: is {self._image_topic} publishing? (Fast DDS drops '
@@ -700,6 +732,7 @@ class HamerNode(Node):
             'model': detail,
             'detector': self._detector_error or 'ok',
             'camera info': self._camera_info_state,
+            'image stamps': self._stamp_order.describe(),
             'image topic': self._image_topic,
         }
         values.update({f'stage {name} (ms)': f'{seconds * 1e3:.1f}' for name, seconds in self._last_timings.items()})

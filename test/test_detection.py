@@ -136,12 +136,42 @@ def test_bad_input_and_settings_are_clear_errors(model_path, detector):
         HandDetector(model_path=model_path, running_mode='stream')
     with pytest.raises(ValueError, match='num_hands'):
         HandDetector(model_path=model_path, num_hands=0)
-    with pytest.raises(ValueError, match=r'min_tracking_confidence must lie in \[0, 1\]'):
+    with pytest.raises(ValueError, match=r"min_tracking_confidence must lie in \[0.01, 1\]"):
         HandDetector(model_path=model_path, min_tracking_confidence=1.5)
+    with pytest.raises(ValueError, match=r"min_tracking_confidence must lie in \[0.01, 1\] \(what MediaPipe accepts"):
+        HandDetector(model_path=model_path, min_tracking_confidence=0.0)     # MediaPipe would abort the process
     closed = HandDetector(model_path=model_path)
     closed.close()
     with pytest.raises(RuntimeError, match='closed'):
         closed.detect(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_reset_forgets_tracked_hands_without_building_a_new_graph(model_path, sample_photo):
+    """A stream restart (stamps going backwards) resets the detector. It must start afresh exactly like a new
+    detector, but on the same MediaPipe graph: a new graph per restart kept memory in the process (issue 13.5;
+    benchmarks/bench_restarts.py prints the RSS curve)."""
+    both = _read(sample_photo, 'bus_man_both')
+    moved = np.roll(both, 120, axis=1)          # the hands are no longer where the old stream left them
+    with HandDetector(model_path=model_path, running_mode='video', redetect_lost_hands=False) as fresh:
+        expected = fresh.detect(moved, timestamp_ms=0.0)
+    assert expected, 'the shifted photo still shows a hand'
+    with HandDetector(model_path=model_path, running_mode='video', redetect_lost_hands=False) as detector:
+        for index in range(3):
+            assert len(detector.detect(both, timestamp_ms=1000.0 + 33.0 * index)) == 2
+        graph = detector._landmarker
+        # Without a reset, MediaPipe keeps following the old regions and misses the moved hand.
+        with HandDetector(model_path=model_path, running_mode='video', redetect_lost_hands=False) as stale:
+            for index in range(3):
+                stale.detect(both, timestamp_ms=1000.0 + 33.0 * index)
+            assert len(stale.detect(moved, timestamp_ms=2000.0)) < len(expected)
+        detector.reset()
+        assert detector._landmarker is graph
+        after = detector.detect(moved, timestamp_ms=0.0)           # the new stream's stamps start over
+        assert len(after) == len(expected)
+        for got, want in zip(after, expected):
+            assert got.side == want.side
+            np.testing.assert_allclose(got.landmarks_2d, want.landmarks_2d, atol=1e-3)
+        assert len(detector.detect(moved, timestamp_ms=33.0)) == len(expected)
 
 
 def test_video_mode_survives_equal_and_decreasing_stamps(model_path, sample_photo):

@@ -175,3 +175,80 @@ def test_bgr_to_image_msg_refuses_non_bgr():
         bgr_to_image_msg(np.zeros((4, 4), np.uint8), SimpleNamespace())
     with pytest.raises(ValueError, match='BGR uint8'):
         bgr_to_image_msg(np.zeros((4, 4, 3), np.float32), SimpleNamespace())
+
+
+@pytest.fixture(scope='module')
+def png_bomb():
+    """An 875 kB greyscale PNG declaring 30000 x 30000 pixels (900 MB of zeros deflated; 2.7 GB as BGR)."""
+    from test_image_header import png_of_zeros
+    return png_of_zeros(30000, 30000)
+
+
+def _rss_peak_mb() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0      # Linux: kilobytes
+
+
+@pytest.mark.parametrize('bomb', ['png', 'jpeg'])
+def test_compressed_bombs_are_refused_from_their_header_without_decoding(bomb, png_bomb, monkeypatch):
+    import time
+    import tracemalloc
+
+    from hamer_ros import image_conversion
+    from test_image_header import jpeg_declaring
+
+    data = png_bomb if bomb == 'png' else jpeg_declaring(30000, 30000)
+    decoded = []
+    real_imdecode = cv2.imdecode
+
+    def spy(buffer, flags):
+        # Never decodes the bomb (2.7 GB): the recorded call is the evidence that the decoder was reached.
+        is_bomb = len(buffer) == len(data) and bytes(buffer) == data
+        decoded.append('bomb' if is_bomb else 'good')
+        return None if is_bomb else real_imdecode(buffer, flags)
+
+    monkeypatch.setattr(image_conversion.cv2, 'imdecode', spy)
+    msg = SimpleNamespace(format=bomb, data=array.array('B', data))
+    rss_before = _rss_peak_mb()
+    tracemalloc.start()
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r'image 30000x30000 has 900\.0 Mpx, more than the limit .*max_image_pixels'):
+        compressed_msg_to_bgr(msg)
+    seconds = time.perf_counter() - start
+    _, python_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(f'{bomb} bomb ({len(data) / 1e3:.0f} kB declaring 30000x30000) refused in {seconds * 1e3:.2f} ms, '
+          f'Python allocations peak {python_peak / 1e6:.2f} MB')
+    assert decoded == [], 'the decoder ran on an image whose header already declared it too large'
+    assert python_peak < 100e6 and _rss_peak_mb() - rss_before < 100
+    # The next good frame is decoded as usual.
+    ok, good = cv2.imencode('.png' if bomb == 'png' else '.jpg', _bgr_pattern(40, 60))
+    assert compressed_msg_to_bgr(SimpleNamespace(format=bomb, data=good.tobytes())).shape == (40, 60, 3)
+    assert decoded == ['good']
+
+
+def test_compressed_formats_without_a_header_reader_are_checked_after_decoding():
+    ok, encoded = cv2.imencode('.bmp', _bgr_pattern(40, 60))
+    assert ok
+    assert compressed_msg_to_bgr(SimpleNamespace(format='bmp', data=encoded.tobytes())).shape == (40, 60, 3)
+    with pytest.raises(ValueError, match='max_image_pixels'):
+        compressed_msg_to_bgr(SimpleNamespace(format='bmp', data=encoded.tobytes()), max_pixels=40 * 60 - 1)
+    # A PNG or JPEG whose header cannot be read is not handed to the decoder either.
+    with pytest.raises(ValueError, match='PNG header is truncated or damaged'):
+        compressed_msg_to_bgr(SimpleNamespace(format='png', data=b'\x89PNG\r\n\x1a\n' + bytes(30)))
+
+
+def test_refusals_name_their_kind_of_problem_whatever_the_numbers():
+    from hamer_ros.image_conversion import ImageRefused
+
+    kinds = set()
+    for cut in (1, 7, 100):
+        msg = _image_msg(_bgr_pattern(), 'bgr8')
+        msg.data = msg.data[:-cut]
+        with pytest.raises(ImageRefused) as refused:
+            image_msg_to_bgr(msg)
+        kinds.add(refused.value.kind)
+    assert kinds == {'data length'}
+    with pytest.raises(ImageRefused) as refused:
+        image_msg_to_bgr(_image_msg(_bgr_pattern(), 'yuv422'))
+    assert refused.value.kind == 'encoding yuv422'       # one kind per encoding: each says something else

@@ -480,19 +480,59 @@ def test_bad_images_and_camera_info_are_survived(start, photo):
                   'max_image_pixels', 'zero size'):
         assert words in log, f'no warning saying {words!r}'
 
-    # CameraInfo: usable, then zero K, then NaN K, then for another resolution: only the first is used.
+    # A flood of one kind of problem whose text changes every frame (truncated by different amounts): throttled
+    # by kind (one line per 5 s at most, whatever the text), not one line per frame.
+    bad_before = int(probe.diagnostic_value('bad images'))
+    log_before, flood_start = len(node.log()), time.monotonic()
+    for cut in range(1, 21):
+        bad = image_msg(photo)
+        bad.data = array.array('B', bytes(bad.data)[:-cut * 7])
+        stamp_ns += 10_000_000
+        probe.publish(bad, stamp_ns)
+        probe.spin_until(lambda: int(probe.diagnostic_value('bad images')) == bad_before + cut,
+                         what='the truncated image counted', node=node)
+    flood_seconds = time.monotonic() - flood_start
+    truncated_lines = [line for line in node.log()[log_before:].splitlines() if 'truncated' in line]
+    assert len(truncated_lines) <= 1 + int(flood_seconds / 5.0), '\n'.join(truncated_lines)
+
+    # CameraInfo: usable, then zero K, NaN K, finite but absurd K, then for another resolution: only the first
+    # is used. Each problem is warned about once (CameraInfo comes at 10 Hz), with readable numbers.
+    absurd_cx = K[:2] + (1e30,) + K[3:]
+    tiny_focal = (1e-30, 0.0, K[2], 0.0, 1e-30) + K[5:]
+    beyond_float32 = K[:5] + (1e39,) + K[6:]
     for k, width, used in ((K, 400, True), ((0.0,) * 9, 400, False), ((float('nan'),) + K[1:], 400, False),
+                           (absurd_cx, 400, False), (tiny_focal, 400, False), (beyond_float32, 400, False),
                            (K, 640, False)):
         probe.set_camera_info(k, width=width, height=400)
-        stamp_ns += 10_000_000
-        probe.publish(image_msg(photo), stamp_ns)
-        assert probe.answer(stamp_ns, node)['mano'].intrinsics_from_camera_info is used
-    assert 'unusable K' in node.log() and 'ignoring CameraInfo for 640x400 images' in node.log()
+        probe.spin_for(1.0)         # one CameraInfo warning per second at most
+        for _ in range(2):
+            stamp_ns += 10_000_000
+            probe.publish(image_msg(photo), stamp_ns)
+            mano = probe.answer(stamp_ns, node)['mano']
+            assert mano.intrinsics_from_camera_info is used, k
+            assert abs(mano.cx) < 400 and mano.fx > 100, 'the default camera, not the absurd K'
+    log = node.log()
+    assert 'unusable K' in log and 'ignoring CameraInfo for 640x400 images' in log
+    assert log.count('principal point cx=1e+30 lies far outside the image (0 to 400 px') == 1, log
+    assert log.count('fx=1e-30 px gives a horizontal field of view of 180 degrees') == 1, log
+    assert log.count('K [520, 0, 198, 0, 515, 1e+39, 0, 0, 1] has values that are not finite') == 1, log
+    assert 'np.float64' not in log
 
     # The camera restarts: its stamps start again from a smaller value. Tracking restarts, frames are answered.
     probe.publish(image_msg(photo), 1_000_000)
     assert len(probe.answer(1_000_000, node)['mano'].hands) == 2
     assert 'image stamps went backwards: starting tracking afresh' in node.log()
+
+    # Two cameras on one topic (two clocks, alternating): said once, not one tracking restart per frame.
+    for index in range(8):
+        stamp = (2_000_000 if index % 2 == 0 else 900_000_000_000) + index * 33_000_000
+        probe.publish(image_msg(photo), stamp)
+        assert len(probe.answer(stamp, node)['mano'].hands) == 2
+    log = node.log()
+    assert log.count('image stamps went backwards: starting tracking afresh') <= 2, log
+    assert log.count('are two cameras publishing on this topic?') == 1, log
+    probe.spin_until(lambda: (probe.diagnostic_value('image stamps') or '').startswith('going back and forth'),
+                     what='the mixed stamps in the diagnostics', node=node)
 
 
 def test_compressed_transport_survives_corrupt_bytes(start, photo):
@@ -509,6 +549,31 @@ def test_compressed_transport_survives_corrupt_bytes(start, photo):
     assert len(mano.hands) == 2 and (mano.image_width, mano.image_height) == (400, 400)
     assert 'could not be decoded' in node.log()
 
+    # Decompression bombs: a 1-bit PNG of 112 kB declaring 30000 x 30000 pixels (2.7 GB once decoded to BGR;
+    # small enough for the default DDS transports), and a 1 kB JPEG declaring the same. Refused from their
+    # headers: the node's memory stays where it was and the next good frame is answered.
+    from test_image_header import jpeg_declaring, png_of_zeros
+
+    peak_before = _peak_rss_mb(node)
+    for index, bomb in enumerate((png_of_zeros(30000, 30000, bit_depth=1), jpeg_declaring(30000, 30000)), start=2):
+        probe.publish(CompressedImage(format='png' if index == 2 else 'jpeg', data=array.array('B', bomb)),
+                      5_100_000_000 + index * 100_000_000)
+        probe.spin_until(lambda: probe.diagnostic_value('bad images') == str(index), what='the bomb refused',
+                         node=node)
+        stamp_ns = 5_150_000_000 + index * 100_000_000
+        probe.publish(CompressedImage(format='jpeg', data=array.array('B', jpeg.tobytes())), stamp_ns)
+        assert len(probe.answer(stamp_ns, node)['mano'].hands) == 2
+    assert node.log().count('image 30000x30000 has 900.0 Mpx, more than the limit') >= 1
+    assert _peak_rss_mb(node) - peak_before < 100, 'the peak memory grew: a bomb was decoded'
+
+
+def _peak_rss_mb(node: NodeProcess) -> float:
+    """The node process's peak resident memory so far (MB), from /proc."""
+    for line in Path(f'/proc/{node.process.pid}/status').read_text().splitlines():
+        if line.startswith('VmHWM:'):
+            return int(line.split()[1]) / 1024.0
+    raise AssertionError('no VmHWM')
+
 
 def _set_parameter(probe, node_name: str, name: str, value) -> tuple:
     client = probe.node.create_client(SetParameters, f'{node_name}/set_parameters')
@@ -517,6 +582,10 @@ def _set_parameter(probe, node_name: str, name: str, value) -> tuple:
         pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
     elif isinstance(value, str):
         pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+    elif isinstance(value, int):
+        pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+    elif isinstance(value, float):
+        pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
     else:
         pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE_ARRAY, double_array_value=list(value))
     future = client.call_async(SetParameters.Request(parameters=[ParameterMsg(name=name, value=pv)]))
@@ -574,6 +643,62 @@ def test_parameters_change_safely_at_run_time(start, photo):
     assert overlay.header == header and (overlay.width, overlay.height, overlay.encoding) == (400, 400, 'bgr8')
     drawn = np.frombuffer(overlay.data, np.uint8).reshape(400, 400, 3)
     assert np.count_nonzero(np.any(drawn != photo, axis=2)) > 100      # something was drawn on it
+
+
+def _range_ends(default, constraints):
+    """(values inside the declared range, values just outside it) of a writable parameter."""
+    if isinstance(default, bool):
+        return [False, True], []
+    if isinstance(default, list):          # RGB colours in [0, 1]
+        return [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]], [[-0.01, 0.0, 0.0], [1.0, 1.01, 1.0]]
+    if 'integer_range' in constraints:
+        low, high = constraints['integer_range'][0].from_value, constraints['integer_range'][0].to_value
+        return [low, high], [low - 1, high + 1]
+    if 'floating_point_range' in constraints:
+        declared = constraints['floating_point_range'][0]
+        low, high = declared.from_value, declared.to_value
+        outside = [low - (high - low) / 100, high + (high - low) / 100]
+        return [low, high], outside + ([0.0] if low > 0.0 else [])      # 0.0: where MediaPipe aborted
+    return [], []
+
+
+def test_every_writable_parameter_at_both_ends_of_its_range_while_frames_flow(start, photo):
+    """Each writable parameter set to both ends of its declared range (accepted; two frames processed after
+    each, so MediaPipe's video mode tracks with the new thresholds) and just outside (refused), then back to its
+    default: the node survives all of it and still answers. detector.min_tracking_confidence = 0.0, once inside
+    the declared range, aborted the process in MediaPipe."""
+    from hamer_ros.node import PARAMETERS
+
+    node, probe = start({'model': 'small_random', 'diagnostics_period': 0.2})
+    node_name = f'/{node.namespace}/hamer_node'
+    probe.set_camera_info()
+    stamp_ns, frames = 7_000_000_000, 0
+
+    def frames_handled():
+        processed, bad = probe.diagnostic_value('frames processed'), probe.diagnostic_value('bad images')
+        return int(processed or 0) + int(bad or 0)
+
+    writable = [(name, default, constraints) for name, default, read_only, _, constraints in PARAMETERS
+                if not read_only and name != 'frame_prefix']      # TF names: the prefix's own tests (issue 9)
+    for name, default, constraints in writable:
+        inside, outside = _range_ends(default, constraints)
+        assert inside, name
+        for value in outside:
+            ok, reason = _set_parameter(probe, node_name, name, value)
+            assert not ok, f'{name} = {value} accepted, outside its declared range'
+        for value in inside:
+            assert _set_parameter(probe, node_name, name, value) == (True, ''), f'{name} = {value}'
+            for _ in range(2):
+                stamp_ns += 33_000_000
+                probe.publish(image_msg(photo), stamp_ns)
+                frames += 1
+                probe.spin_until(lambda: frames_handled() >= frames, what=f'a frame with {name} = {value}',
+                                 node=node)
+        assert _set_parameter(probe, node_name, name, default) == (True, '')
+    stamp_ns += 33_000_000
+    probe.publish(image_msg(photo), stamp_ns)
+    assert len(probe.answer(stamp_ns, node)['mano'].hands) == 2
+    assert node.process.poll() is None
 
 
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])

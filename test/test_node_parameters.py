@@ -129,3 +129,21 @@ def test_tf_and_camera_geometry_parameters(declare):
             declare({name: bad})
     assert declare({'frame_prefix': 'robot/{namespace}hand_'}).get_parameter('frame_prefix').value == \
         'robot/{namespace}hand_'
+
+
+def test_detector_thresholds_are_declared_as_mediapipe_accepts_them(declare):
+    """min_tracking_confidence 0.0 aborted the process in MediaPipe (SIGABRT, "min_similarity_threshold() > 0"):
+    the declared range ends where MediaPipe's accepted values end, at start-up and at run time."""
+    from rclpy.exceptions import InvalidParameterValueException
+
+    from hamer_ros.detection.hand_detector import CONFIDENCE_RANGES
+
+    node = declare()
+    for name, (low, high) in CONFIDENCE_RANGES.items():
+        declared = node.describe_parameter(f'detector.{name}').floating_point_range[0]
+        assert (declared.from_value, declared.to_value) == (low, high)
+    assert CONFIDENCE_RANGES['min_tracking_confidence'][0] > 0.0
+    result = node.set_parameters([Parameter('detector.min_tracking_confidence', value=0.0)])[0]
+    assert not result.successful and node.get_parameter('detector.min_tracking_confidence').value == 0.5
+    with pytest.raises(InvalidParameterValueException):
+        declare({'detector.min_tracking_confidence': 0.0})

@@ -20,6 +20,17 @@ from hamer_ros.types import HandDetection
 
 RUNNING_MODES = ('image', 'video')
 
+# The thresholds MediaPipe accepts, both ends included (mediapipe 0.10.21, each end tried in image and video mode
+# on a photo with two hands). min_tracking_confidence becomes the hand association calculator's
+# min_similarity_threshold, which must be above 0: at 0.0 the video graph aborts the process on its second frame
+# ("Check failed: options_.min_similarity_threshold() > 0.0", hand_association_calculator.cc, SIGABRT). 0.01 is the
+# lowest value offered here; a threshold that low already keeps every tracked hand.
+CONFIDENCE_RANGES = {
+    'min_detection_confidence': (0.0, 1.0),
+    'min_presence_confidence': (0.0, 1.0),
+    'min_tracking_confidence': (0.01, 1.0),
+}
+
 
 def box_from_landmarks(landmarks_px: np.ndarray, width: int, height: int) -> np.ndarray:
     """Tight (x0, y0, x1, y1) box around (N, 2) pixel points, clipped to the image ([0, W] x [0, H])."""
@@ -77,8 +88,9 @@ class HandDetector:
         for name, value in (('min_detection_confidence', min_detection_confidence),
                             ('min_presence_confidence', min_presence_confidence),
                             ('min_tracking_confidence', min_tracking_confidence)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f'{name} must lie in [0, 1], got {value}')
+            low, high = CONFIDENCE_RANGES[name]
+            if not low <= value <= high:
+                raise ValueError(f'{name} must lie in [{low:g}, {high:g}] (what MediaPipe accepts), got {value}')
         # Imported here: mediapipe takes about a second to import and most users of hamer_ros need it only here.
         import mediapipe as mp
         from mediapipe.tasks.python import BaseOptions, vision
@@ -98,18 +110,35 @@ class HandDetector:
             min_hand_presence_confidence=float(min_presence_confidence),
             min_tracking_confidence=float(min_tracking_confidence))
         self._vision = vision
-        self._landmarker = None
+        self._landmarker = self._vision.HandLandmarker.create_from_options(self._options)
         self._image_landmarker = None       # the re-detection landmarker of video mode, made on first need
         self.redetected_frames = 0
-        self.reset()
-
-    def reset(self) -> None:
-        """Start afresh: forget MediaPipe's video tracking state and the last timestamp."""
-        self.close()
-        self._landmarker = self._vision.HandLandmarker.create_from_options(self._options)
-        self._last_timestamp_ms: Optional[int] = None
+        self._last_timestamp_ms: Optional[int] = None      # the last stamp given to MediaPipe
+        self._timestamp_offset_ms = 0                       # added to the stream's stamps (see reset)
+        self._stream_restarted = False
         self._hands_before = 0          # hands reported for the previous frame
         self._video_hands_before = 0    # ...and the video landmarker's own share (what it tracks now)
+
+    def reset(self) -> None:
+        """Start afresh (a new stream): forget the hands MediaPipe's video mode tracks, and let the stamps start over.
+
+        The MediaPipe graph is kept: building a new one for each restart cost memory that stayed with the
+        process (a node fed stamps going backwards grew by hundreds of MB; benchmarks/bench_restarts.py). Instead:
+        - tracking: MediaPipe's video graph only remembers the hand regions of the previous frame (the landmark
+          model re-runs there while they cover num_hands; class docstring). One blank frame, where no hand can be
+          found, empties them, so the next frame starts with palm detection like a new graph's first frame.
+        - stamps: MediaPipe needs strictly increasing stamps for the graph's lifetime; the new stream's stamps are
+          shifted to continue 1 ms after the last one given, keeping their spacing.
+        """
+        if self._landmarker is None:
+            raise RuntimeError('this HandDetector was closed; create a new one')
+        if self.running_mode == 'video' and self._last_timestamp_ms is not None:
+            blank = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.zeros((64, 64, 3), np.uint8))
+            self._last_timestamp_ms += 1
+            self._landmarker.detect_for_video(blank, self._last_timestamp_ms)
+        self._stream_restarted = True
+        self._hands_before = 0
+        self._video_hands_before = 0
 
     def close(self) -> None:
         # Unclosed landmarkers make mediapipe 1.2.2 print a TypeError at interpreter exit (MEDIAPIPE.md).
@@ -164,6 +193,11 @@ class HandDetector:
 
     def _next_timestamp(self, timestamp_ms: Optional[float]) -> int:
         stamp = int(timestamp_ms) if timestamp_ms is not None else int(time.monotonic() * 1000.0)
+        if self._stream_restarted:
+            self._stream_restarted = False
+            if self._last_timestamp_ms is not None:
+                self._timestamp_offset_ms = self._last_timestamp_ms + 1 - stamp
+        stamp += self._timestamp_offset_ms
         if self._last_timestamp_ms is not None and stamp <= self._last_timestamp_ms:
             stamp = self._last_timestamp_ms + 1
         self._last_timestamp_ms = stamp
