@@ -193,12 +193,20 @@ class BoxBuffer:
 
 def mismatch_text(image_stamp_ns: int, found: BoxMatch, tolerance_ns: int) -> str:
     """Why an image found no boxes, for the node's warning."""
-    image_s = image_stamp_ns * 1e-9
+    image_s = _seconds_text(image_stamp_ns)
     if found.nearest_ns is None:
-        return f'no hand boxes received yet for the image stamped {image_s:.9f} s'
-    return (f'no hand boxes stamped within {tolerance_ns * 1e-9:g} s of the image stamped {image_s:.9f} s '
-            f'(nearest boxes: {found.nearest_ns * 1e-9:.9f} s, {abs(found.nearest_ns - image_stamp_ns) * 1e-6:.1f} '
-            'ms away). Copy the image header into HandBoxArray.header, or raise external_boxes.stamp_tolerance')
+        return f'no hand boxes received yet for the image stamped {image_s} s'
+    return (f'no hand boxes stamped within {tolerance_ns * 1e-9:g} s of the image stamped {image_s} s '
+            f'(nearest boxes: {_seconds_text(found.nearest_ns)} s, '
+            f'{abs(found.nearest_ns - image_stamp_ns) * 1e-6:.1f} ms away). Copy the image header into '
+            'HandBoxArray.header, or raise external_boxes.stamp_tolerance')
+
+
+def _seconds_text(nanoseconds: int) -> str:
+    """A stamp in seconds with all nine decimals, exact (a float64 has no nanoseconds left at 1.7e9 s)."""
+    sign = '-' if nanoseconds < 0 else ''
+    seconds, rest = divmod(abs(int(nanoseconds)), 1_000_000_000)
+    return f'{sign}{seconds}.{rest:09d}'
 
 
 def _roi_text(roi) -> str:
