@@ -209,3 +209,19 @@ def test_the_timeout_counts_from_the_start_then_from_the_last_message():
     assert not buffer.timed_out(2.0)
     now[0] = 104.0
     assert buffer.timed_out(1.0) and not buffer.timed_out(2.0)
+
+
+def test_the_mesh_message_says_which_stage_found_the_hand():
+    from hamer_ros.message_classes import HandMesh, Header
+    from hamer_ros.ros_messages import hand_mesh
+    from hamer_ros.types import FrameResult, HandResult
+
+    rng = np.random.default_rng(1)
+    frame = FrameResult(width=400, height=300, intrinsics=CameraIntrinsics(500.0, 500.0, 200.0, 150.0))
+    given = detection_from_box(hand_box(101, 52, 79, 108, SIDE_LEFT, 0.7, 0.85), 400, 300)
+    faces = {'left': np.zeros((2, 3), np.uint32), 'right': np.zeros((2, 3), np.uint32)}
+    msgs = [hand_mesh(HandResult(detection, fake_reconstruction(rng, detection.is_right)), Header(), frame, faces)
+            for detection in (given, own((10, 10, 50, 60)))]
+    assert [m.stage for m in msgs] == [HandMesh.STAGE_EXTERNAL, HandMesh.STAGE_PALM]
+    assert (msgs[0].box.x_offset, msgs[0].box.y_offset, msgs[0].box.width, msgs[0].box.height) == (101, 52, 79, 108)
+    assert msgs[0].detection_score == pytest.approx(0.85) and msgs[0].side == HandMesh.SIDE_LEFT
