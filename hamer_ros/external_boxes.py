@@ -141,6 +141,7 @@ class BoxBuffer:
         self._condition = threading.Condition()
         self._messages: List[Tuple[int, Any]] = []       # (stamp ns, message), in arrival order
         self.received = 0
+        self._closed = False
         self.started_s = clock()
         self.last_received_s: Optional[float] = None
 
@@ -165,9 +166,15 @@ class BoxBuffer:
             while True:
                 found = self._match(int(image_stamp_ns))
                 left = deadline - time.monotonic()
-                if found.message is not None or left <= 0:
+                if found.message is not None or left <= 0 or self._closed:
                     return found
                 self._condition.wait(left)
+
+    def close(self) -> None:
+        """Ends every `wait_for_match` now and makes later ones return at once (the node is stopping)."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
 
     def _match(self, image_stamp_ns: int) -> BoxMatch:
         best = None

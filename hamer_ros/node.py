@@ -780,6 +780,8 @@ class HamerNode(Node):
     def stop(self, timeout: float) -> bool:
         """Stops the worker; False when it is still busy (inside the model) after `timeout` seconds."""
         self._stop.set()
+        if self._box_buffer is not None:
+            self._box_buffer.close()        # an image waiting for its boxes stops waiting
         self._worker.join(timeout)
         return not self._worker.is_alive()
 

@@ -196,6 +196,11 @@ def test_an_image_waits_for_boxes_that_come_after_it():
     assert found.message is not None and found.message.boxes[0].box.height == 4
     assert time.monotonic() - start < 4.0        # woken by the message, not by the timeout
     assert buffer.wait_for_match(43, timeout_s=0.05).message is None
+    # Closing (the node stops) ends a wait at once.
+    threading.Timer(0.2, buffer.close).start()
+    start = time.monotonic()
+    assert buffer.wait_for_match(44, timeout_s=30.0).message is None
+    assert time.monotonic() - start < 10.0
 
 
 def test_the_timeout_counts_from_the_start_then_from_the_last_message():
