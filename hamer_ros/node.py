@@ -109,7 +109,8 @@ PARAMETERS: List[Tuple[str, Any, bool, str, dict]] = [
     ('external_boxes.stamp_tolerance', 0.0, False, 'largest difference (s) between an image stamp and a '
      'HandBoxArray stamp that still pairs them; 0: equal stamps only', _float_range(0.0, 10.0)),
     ('external_boxes.wait', 0.2, False, 'how long (s) an image waits for its boxes when they have not come yet '
-     '(a detector answers after the image); no waiting while the boxes are timed out', _float_range(0.0, 10.0)),
+     '(a detector answers after the image); in mode both not while the boxes are timed out',
+     _float_range(0.0, 10.0)),
     ('external_boxes.timeout', 2.0, False, 'no HandBoxArray for this long (s): a warning, and WARN in '
      '/diagnostics', _float_range(0.1, 3600.0)),
     ('external_boxes.merge_iou', 0.5, False, 'mode both: an own and an external box overlapping at least this '
@@ -578,8 +579,9 @@ class HamerNode(Node):
         value = lambda name: self.get_parameter(name).value  # noqa: E731
         buffer = self._box_buffer
         buffer.tolerance_ns = int(round(value('external_boxes.stamp_tolerance') * 1e9))
-        # While nothing arrives, images do not wait: mode both keeps its rate with its own search.
-        wait = 0.0 if buffer.timed_out(value('external_boxes.timeout')) else value('external_boxes.wait')
+        # Mode both does not wait while no boxes arrive (timed out): it keeps its rate with its own search.
+        timed_out = self._external_mode == 'both' and buffer.timed_out(value('external_boxes.timeout'))
+        wait = 0.0 if timed_out else value('external_boxes.wait')
         found = buffer.wait_for_match(stamp_ns, wait)
         if found.message is None:
             self._count('images_without_boxes')

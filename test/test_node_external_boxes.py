@@ -66,7 +66,9 @@ def _core_frame(image, stamp_ns, boxes_msg):
 
 
 def test_boxes_from_another_process_are_the_boxes_hamer_runs_on(start, photo):
-    node, probe = start({'model': 'small_random', 'external_boxes.mode': 'only', 'external_boxes.wait': 3.0})
+    # A long timeout: between frames this test computes the core's meshes, which takes seconds on a busy machine.
+    node, probe = start({'model': 'small_random', 'external_boxes.mode': 'only', 'external_boxes.wait': 3.0,
+                         'external_boxes.timeout': 60.0})
     probe.set_camera_info()
     boxes = BoxDetector(probe)
 
@@ -107,7 +109,8 @@ def test_boxes_from_another_process_are_the_boxes_hamer_runs_on(start, photo):
 
 
 def test_both_mode_merges_external_boxes_with_the_own_search(start, photo):
-    node, probe = start({'model': 'small_random', 'external_boxes.mode': 'both', 'external_boxes.wait': 3.0})
+    node, probe = start({'model': 'small_random', 'external_boxes.mode': 'both', 'external_boxes.wait': 3.0,
+                         'external_boxes.timeout': 60.0})
     probe.set_camera_info()
     boxes = BoxDetector(probe)
     stamp_ns = 1_700_000_600_000_000_000
