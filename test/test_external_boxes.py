@@ -230,3 +230,12 @@ def test_the_mesh_message_says_which_stage_found_the_hand():
     assert [m.stage for m in msgs] == [HandMesh.STAGE_EXTERNAL, HandMesh.STAGE_PALM]
     assert (msgs[0].box.x_offset, msgs[0].box.y_offset, msgs[0].box.width, msgs[0].box.height) == (101, 52, 79, 108)
     assert msgs[0].detection_score == pytest.approx(0.85) and msgs[0].side == HandMesh.SIDE_LEFT
+
+
+def test_hands_of_a_boxes_file_are_marked_as_given_from_elsewhere(tmp_path):
+    from hamer_ros.detection import boxes_for_frame, load_boxes_file
+
+    path = tmp_path / 'boxes.json'
+    path.write_text('[{"box_xyxy": [10, 20, 50, 70], "side": "left", "score": 0.7}]')
+    (hand,) = boxes_for_frame(load_boxes_file(path), 'any.png')
+    assert (hand.stage, hand.side, hand.box_xyxy.tolist()) == (STAGE_EXTERNAL, 'left', [10, 20, 50, 70])
