@@ -81,10 +81,11 @@ def test_launch_description_declares_described_arguments():
     context = LaunchContext()
     arguments = {a.name: a for a in description.get_launch_arguments()}
     assert set(arguments) == {'namespace', 'params_file', 'image_topic', 'camera_info_topic', 'device',
-                              'use_compressed', 'rviz', 'camera', 'video_device'}
+                              'use_compressed', 'rviz', 'camera', 'video_device', 'boxes_topic'}
     defaults = {name: perform_substitutions(context, a.default_value) for name, a in arguments.items()}
     assert defaults['image_topic'] == '/camera/image_raw'
     assert defaults['camera_info_topic'] == '/camera/camera_info'
+    assert defaults['boxes_topic'] == 'hands/boxes_in'
     assert defaults['params_file'].endswith('share/hamer_ros/config/hamer.yaml')
     assert (defaults['device'], defaults['rviz'], defaults['use_compressed'], defaults['camera']) == (
         'auto', 'false', 'false', 'none')
