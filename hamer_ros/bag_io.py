@@ -1,8 +1,9 @@
 """rosbag2 bags (sqlite3 and MCAP) without ROS: reading camera images, writing hand outputs.
 
 Built on the `rosbags` library (pure Python), so the offline tools work from a plain pip install. Message
-types: rosbags' own store of the ROS 2 Kilted standard messages, plus `hamer_ros/HandMesh` and
-`HandMeshArray` registered from this package's `.msg` files (found by `message_definition_dir`; never a copy).
+types: rosbags' own store of the ROS 2 Kilted standard messages, plus `hamer_ros/HandMesh`, `HandMeshArray`,
+`HandBox` and `HandBoxArray` registered from this package's `.msg` files (found by `message_definition_dir`;
+never a copy).
 
 Messages are filled by the same builders the node uses (`ros_messages.hand_mesh_array`, `markers`,
 `tf_frames`). Those build whatever classes `hamer_ros.message_classes` provides: the ROS-generated ones
@@ -29,7 +30,7 @@ import numpy as np
 
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
 CAMERA_INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
-OUR_MESSAGES = ('HandMesh', 'HandMeshArray')
+OUR_MESSAGES = ('HandMesh', 'HandMeshArray', 'HandBox', 'HandBoxArray')
 
 # numpy dtype of each ROS primitive that can sit in an array field (rosbags holds those as numpy arrays).
 _NUMPY_DTYPES = {'bool': np.bool_, 'byte': np.uint8, 'char': np.uint8, 'octet': np.uint8,
@@ -41,7 +42,7 @@ _NUMPY_DTYPES = {'bool': np.bool_, 'byte': np.uint8, 'char': np.uint8, 'octet': 
 # ------------------------------------------------------------------------------------------- type store
 
 def message_definition_dir() -> Path:
-    """The folder holding HandMesh.msg and HandMeshArray.msg.
+    """The folder holding this package's message definitions (HandMesh.msg, ... : OUR_MESSAGES).
 
     Looked up where each kind of install puts them: next to the package in a source checkout (`msg/`), the
     ament share folder of a colcon/ROS install (`share/hamer_ros/msg`), and the same path under the prefix of
@@ -67,13 +68,14 @@ def message_definition_dir() -> Path:
         if all((folder / f'{name}.msg').is_file() for name in OUR_MESSAGES):
             return folder
     raise FileNotFoundError(
-        'cannot find the hamer_ros message definitions (HandMesh.msg, HandMeshArray.msg); looked in '
+        f'cannot find the hamer_ros message definitions ({", ".join(n + ".msg" for n in OUR_MESSAGES)}); '
+        'looked in '
         + ', '.join(str(c) for c in candidates) + '. Reinstall hamer_ros (pip install . or colcon build)')
 
 
 @functools.lru_cache(maxsize=None)
 def typestore():
-    """rosbags type store: ROS 2 Kilted's standard messages + hamer_ros/HandMesh, HandMeshArray."""
+    """rosbags type store: ROS 2 Kilted's standard messages + this package's (OUR_MESSAGES)."""
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
     store = get_typestore(Stores.ROS2_KILTED)

@@ -16,7 +16,7 @@ try:
     from std_msgs.msg import ColorRGBA, Header
     from visualization_msgs.msg import Marker, MarkerArray
 
-    from hamer_ros.msg import HandMesh, HandMeshArray
+    from hamer_ros.msg import HandBox, HandBoxArray, HandMesh, HandMeshArray
     ROS_CLASSES = True
 except ImportError:
     from hamer_ros.bag_io import stand_in
@@ -31,7 +31,9 @@ except ImportError:
     MarkerArray = stand_in('visualization_msgs/msg/MarkerArray')
     HandMesh = stand_in('hamer_ros/msg/HandMesh')
     HandMeshArray = stand_in('hamer_ros/msg/HandMeshArray')
+    HandBox = stand_in('hamer_ros/msg/HandBox')
+    HandBoxArray = stand_in('hamer_ros/msg/HandBoxArray')
     ROS_CLASSES = False
 
-__all__ = ['ColorRGBA', 'HandMesh', 'HandMeshArray', 'Header', 'Marker', 'MarkerArray', 'Point', 'ROS_CLASSES',
-           'RegionOfInterest', 'Time', 'TransformStamped']
+__all__ = ['ColorRGBA', 'HandBox', 'HandBoxArray', 'HandMesh', 'HandMeshArray', 'Header', 'Marker', 'MarkerArray',
+           'Point', 'ROS_CLASSES', 'RegionOfInterest', 'Time', 'TransformStamped']

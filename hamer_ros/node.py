@@ -43,9 +43,11 @@ from hamer_ros.hamer.model import AUTOCAST_DTYPES, PERSPECTIVE_CORRECTIONS, PREC
 from hamer_ros.image_conversion import (DEFAULT_MAX_PIXELS, ImageRefused, bgr_to_image_msg, compressed_msg_to_bgr,
                                         image_msg_to_bgr)
 from hamer_ros.log_throttle import WarningThrottle
+from hamer_ros.external_boxes import MODES as EXTERNAL_BOX_MODES
+from hamer_ros.external_boxes import BoxBuffer, detections_from_boxes_msg, mismatch_text
 from hamer_ros.markers import MarkerBuilder, MarkerStyle
 from hamer_ros.overlap import LatestSlot, OverlappedPipeline
-from hamer_ros.msg import HandMeshArray
+from hamer_ros.msg import HandBoxArray, HandMeshArray
 from hamer_ros.pipeline import HandPipeline, faces_by_side
 from hamer_ros.ros_messages import fast_markers_work, hand_mesh_array, serialize_hand_markers
 from hamer_ros.runtime_tuning import release_freed_memory
@@ -64,6 +66,7 @@ _STRING_CHOICES = {
     'overlap_detection': ('auto', 'on', 'off'),
     'publish.tf_frames': TF_FRAME_SETS,
     'perspective_correction': PERSPECTIVE_CORRECTIONS,
+    'external_boxes.mode': EXTERNAL_BOX_MODES,
 }
 
 
@@ -109,6 +112,19 @@ PARAMETERS: List[Tuple[str, Any, bool, str, dict]] = [
      _float_range(*CONFIDENCE_RANGES['min_presence_confidence'])),
     ('detector.min_tracking_confidence', 0.5, False, 'MediaPipe landmark tracking threshold (video mode; MediaPipe '
      'aborts the process at 0, hence 0.01 at least)', _float_range(*CONFIDENCE_RANGES['min_tracking_confidence'])),
+    ('external_boxes.mode', 'ignore', True, 'hand boxes from another detector on hands/boxes_in '
+     '(hamer_ros/HandBoxArray): ignore = the own MediaPipe search only (the topic is not read); only = those '
+     'boxes only (MediaPipe is not run; an image without boxes is skipped; needs the HaMeR weights, as such boxes '
+     'have no landmarks); both = the own search plus those boxes, merged without duplicates', {}),
+    ('external_boxes.stamp_tolerance', 0.0, False, 'largest difference (s) between an image stamp and a '
+     'HandBoxArray stamp that still pairs them; 0: equal stamps only', _float_range(0.0, 10.0)),
+    ('external_boxes.wait', 0.2, False, 'how long (s) an image waits for its boxes when they have not come yet '
+     '(a detector answers after the image); in mode both not while the boxes are timed out',
+     _float_range(0.0, 10.0)),
+    ('external_boxes.timeout', 2.0, False, 'no HandBoxArray for this long (s): a warning, and WARN in '
+     '/diagnostics', _float_range(0.1, 3600.0)),
+    ('external_boxes.merge_iou', 0.5, False, 'mode both: an own and an external box overlapping at least this '
+     'much (intersection over union) are one hand; the higher score keeps its box', _float_range(0.01, 1.0)),
     ('tracking.enabled', True, True, 'give hands stable track ids and stabilise their side labels', {}),
     ('tracking.min_iou', 0.1, True, 'a detection overlapping a track at least this much may continue it',
      _float_range(0.0, 1.0)),
@@ -223,8 +239,8 @@ def _folder_fingerprint(folder: Path) -> tuple:
 # ------------------------------------------------------------------------------------------------ node
 
 class HamerNode(Node):
-    """Subscribes `image` (or `image/compressed`) and `camera_info`; publishes `hands/mano`, `hands/markers`,
-    `hands/overlay`, `/tf` and `/diagnostics`."""
+    """Subscribes `image` (or `image/compressed`), `camera_info` and, with external_boxes.mode other than ignore,
+    `hands/boxes_in`; publishes `hands/mano`, `hands/markers`, `hands/overlay`, `/tf` and `/diagnostics`."""
 
     def __init__(self, **kwargs):
         super().__init__('hamer_node', **kwargs)
@@ -239,7 +255,8 @@ class HamerNode(Node):
         self._model_detail = ''
         self._detector_error: Optional[str] = None
         self._device = 'cpu'
-        self._counters = dict(processed=0, bad_images=0, failed=0, hands_dropped=0, hands=0, dropped_in_pipeline=0)
+        self._counters = dict(processed=0, bad_images=0, failed=0, hands_dropped=0, hands=0, dropped_in_pipeline=0,
+                              images_without_boxes=0, boxes_refused=0)
         self._overlapped: Optional[OverlappedPipeline] = None
         self._latencies = deque(maxlen=300)          # (publish time s, stamp-to-publish latency s)
         self._last_timings = {}
@@ -293,13 +310,25 @@ class HamerNode(Node):
         self._camera_info_topic = self.resolve_topic_name('camera_info')
         self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, sensor,
                                  qos_overriding_options=overridable)
+        # Hand boxes of another detector (external_boxes.mode): best effort (accepts reliable publishers too),
+        # a few kept, as boxes of several images may arrive together.
+        self._external_mode = self.get_parameter('external_boxes.mode').value
+        self._box_buffer: Optional[BoxBuffer] = None
+        self._boxes_topic = self.resolve_topic_name('hands/boxes_in')
+        if self._external_mode != 'ignore':
+            self._box_buffer = BoxBuffer()
+            boxes_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                                   reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+            self.create_subscription(HandBoxArray, 'hands/boxes_in', self._box_buffer.add, boxes_qos,
+                                     qos_overriding_options=overridable)
 
         period = self.get_parameter('diagnostics_period').value
         self.create_timer(period, self._publish_diagnostics)
         self._worker = threading.Thread(target=self._work, name='hamer_worker', daemon=True)
         self._worker.start()
+        boxes = f', hand boxes on {self._boxes_topic} ({self._external_mode})' if self._box_buffer else ''
         self.get_logger().info(f'listening to {self._image_topic} ({image_type.__name__}) and '
-                               f'{self._camera_info_topic}; loading the models')
+                               f'{self._camera_info_topic}{boxes}; loading the models')
 
     # --------------------------------------------------------------------------------------- parameters
 
@@ -340,7 +369,7 @@ class HamerNode(Node):
             header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self._last_frame_id)
             with self._markers_lock:
                 self._marker_pub.publish(self._marker_builder.delete_all(header))
-        if any(p.name.startswith('detector.') for p in parameters):
+        if any(p.name.startswith('detector.') for p in parameters) and self._external_mode != 'only':
             self._detector_settings_changed = True     # the worker rebuilds the detector before its next frame
 
     def _count(self, name: str, amount: int = 1) -> None:
@@ -451,9 +480,14 @@ class HamerNode(Node):
 
     def _build_pipeline(self) -> HandPipeline:
         model = self._load_model()
-        detector = self._make_detector()
+        # external_boxes.mode only: every box comes from hands/boxes_in, MediaPipe is not needed.
+        detector = self._make_detector() if self._external_mode != 'only' else None
         tracker = self._make_tracker()
-        if detector is not None:
+        if self._external_mode == 'only' and model is None:
+            self.get_logger().error('external_boxes.mode is only but the HaMeR weights are missing: external boxes '
+                                    'have no MediaPipe landmarks to place, so no hand can be published until the '
+                                    'weights are installed (or use mode both)')
+        if detector is not None or self._external_mode == 'only':
             mode = 'HaMeR meshes' if model is not None else 'landmarks only'
             self.get_logger().info(f'ready ({mode}): processing {self._image_topic}')
         return HandPipeline(detector, tracker, model)
@@ -557,19 +591,22 @@ class HamerNode(Node):
             kind = exc.kind if isinstance(exc, ImageRefused) else type(exc).__name__
             self._warn(f'skipped an image from {self._image_topic}: {exc}', 5.0, kind=f'bad image: {kind}')
             return
-        if pipeline.detector is None:
+        if pipeline.detector is None and self._external_mode != 'only':
             self._count('failed')
             return
         intrinsics = self._intrinsics_for(image.shape[1], image.shape[0])
         stamp_ns = bag_io.stamp_ns(header.stamp)
+        given = self._external_hands(stamp_ns, image.shape[1], image.shape[0])
+        if given is None:
+            return
         self._follow_stamp_order(pipeline, stamp_ns, header.frame_id)
         self._last_frame_id = header.frame_id
         if self._overlapped is not None:
             # Detection and HaMeR run on the runner's threads; `_on_overlapped_result` publishes.
-            self._overlapped.submit(image, stamp_ns, intrinsics, context=(header, pipeline))
+            self._overlapped.submit(image, stamp_ns, intrinsics, context=(header, pipeline), **given)
             return
         try:
-            frame = pipeline.process(image, stamp_ns, intrinsics)
+            frame = pipeline.process(image, stamp_ns, intrinsics, **given)
         except Exception as exc:    # noqa: BLE001 - one bad frame must not stop the stream
             self._on_frame_error('pipeline', exc, None)
             return
@@ -592,6 +629,37 @@ class HamerNode(Node):
                 'give each camera its own topic and node')
         elif event == stamp_order.MIXING_ENDED:
             self.get_logger().info(f'image stamps on {self._image_topic} are in order again')
+
+    def _external_hands(self, stamp_ns: int, width: int, height: int) -> Optional[dict]:
+        """The options of `HandPipeline.process` that bring in this image's hands from hands/boxes_in ({} in mode
+        ignore), or None when the image is to be skipped (mode only, no boxes for it)."""
+        if self._box_buffer is None:
+            return {}
+        value = lambda name: self.get_parameter(name).value  # noqa: E731
+        buffer = self._box_buffer
+        buffer.tolerance_ns = int(round(value('external_boxes.stamp_tolerance') * 1e9))
+        # Mode both does not wait while no boxes arrive (timed out): it keeps its rate with its own search.
+        timed_out = self._external_mode == 'both' and buffer.timed_out(value('external_boxes.timeout'))
+        wait = 0.0 if timed_out else value('external_boxes.wait')
+        found = buffer.wait_for_match(stamp_ns, wait)
+        if found.message is None:
+            self._count('images_without_boxes')
+            text = mismatch_text(stamp_ns, found, buffer.tolerance_ns)
+            if self._external_mode == 'only':
+                self.get_logger().warning(f'{self._boxes_topic}: {text}. Image skipped (external_boxes.mode only)',
+                                          throttle_duration_sec=5.0)
+                return None
+            self.get_logger().warning(f'{self._boxes_topic}: {text}. Own search only for this image',
+                                      throttle_duration_sec=5.0)
+            return {}
+        detections, problems = detections_from_boxes_msg(found.message, width, height)
+        if problems:
+            self._count('boxes_refused', len(problems))
+            self.get_logger().warning(f'{self._boxes_topic}: refused ' + '; '.join(problems),
+                                      throttle_duration_sec=5.0)
+        if self._external_mode == 'only':
+            return {'detections': detections}
+        return {'added_detections': detections, 'merge_iou': value('external_boxes.merge_iou')}
 
     def _on_overlapped_result(self, result) -> None:
         header, pipeline = result.context
@@ -707,11 +775,16 @@ class HamerNode(Node):
             level, message = DiagnosticStatus.WARN, 'loading the models'
         elif state == 'failed':
             level, message = DiagnosticStatus.ERROR, 'processing thread stopped'
+        boxes_silent = self._boxes_timed_out()
         if self._detector_error:
             level, message = DiagnosticStatus.ERROR, 'hand detector unavailable'
         elif self._stamp_order.mixed:
             level = max(level, DiagnosticStatus.WARN)
             message = 'image stamps go back and forth: two cameras on one topic?'
+        elif boxes_silent is not None:
+            level = max(level, DiagnosticStatus.WARN)
+            message = (f'no hand boxes on {self._boxes_topic} for {boxes_silent:.1f} s (external_boxes.timeout): is '
+                       'the external detector running?')
         elif state in ('hamer', 'landmarks_only') and not recent:
             level = max(level, DiagnosticStatus.WARN)
             message = (f'no images processed recently: is {self._image_topic} publishing? (Fast DDS drops '
@@ -730,11 +803,21 @@ class HamerNode(Node):
             'detection overlapped': 'yes' if self._overlapped is not None else 'no',
             'model state': state,
             'model': detail,
-            'detector': self._detector_error or 'ok',
+            'detector': self._detector_error or ('not used (external_boxes.mode only)'
+                                                 if self._external_mode == 'only' else 'ok'),
             'camera info': self._camera_info_state,
             'image stamps': self._stamp_order.describe(),
             'image topic': self._image_topic,
+            'external boxes': self._external_mode,
         }
+        if self._box_buffer is not None:
+            values.update({
+                'external boxes topic': self._boxes_topic,
+                'box messages received': str(self._box_buffer.received),
+                'seconds since last boxes': f'{self._box_buffer.seconds_silent():.1f}',
+                'images without matching boxes': str(self._counters['images_without_boxes']),
+                'boxes refused': str(self._counters['boxes_refused']),
+            })
         values.update({f'stage {name} (ms)': f'{seconds * 1e3:.1f}' for name, seconds in self._last_timings.items()})
         status = DiagnosticStatus(level=level, name=f'{self.get_fully_qualified_name()}: hand meshes',
                                   message=message, hardware_id=device,
@@ -742,6 +825,19 @@ class HamerNode(Node):
         array_msg = DiagnosticArray(status=[status])
         array_msg.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_pub.publish(array_msg)
+
+    def _boxes_timed_out(self) -> Optional[float]:
+        """Seconds without hand boxes when past external_boxes.timeout (with a throttled warning), else None."""
+        buffer = self._box_buffer
+        timeout = self.get_parameter('external_boxes.timeout').value
+        if buffer is None or not buffer.timed_out(timeout):
+            return None
+        silent = buffer.seconds_silent()
+        what = 'since the start' if buffer.last_received_s is None else f'for {silent:.1f} s'
+        self.get_logger().warning(f'no hand boxes on {self._boxes_topic} {what} (external_boxes.timeout {timeout} '
+                                  f's): is the external detector running and publishing hamer_ros/HandBoxArray there?',
+                                  throttle_duration_sec=10.0)
+        return silent
 
     # ---------------------------------------------------------------------------------------- shutdown
 
@@ -753,6 +849,8 @@ class HamerNode(Node):
     def stop(self, timeout: float) -> bool:
         """Stops the worker; False when it is still busy (inside the model) after `timeout` seconds."""
         self._stop.set()
+        if self._box_buffer is not None:
+            self._box_buffer.close()        # an image waiting for its boxes stops waiting
         self._worker.join(timeout)
         return not self._worker.is_alive()
 

@@ -105,11 +105,12 @@ class OverlappedPipeline:
         return {'before_detection': self._frames.dropped, 'before_model': self._detected.dropped}
 
     def submit(self, image_bgr: np.ndarray, stamp_ns: int, intrinsics: Optional[CameraIntrinsics] = None,
-               context: Any = None) -> None:
-        """Hands a frame to the detection thread (replacing a frame still waiting there)."""
+               context: Any = None, **find_hands_options) -> None:
+        """Hands a frame to the detection thread (replacing a frame still waiting there). `find_hands_options`
+        (detections, added_detections, merge_iou) go to `HandPipeline.find_hands`."""
         if self._stop.is_set():
             raise RuntimeError('OverlappedPipeline is closed: create a new one')
-        self._frames.put((image_bgr, int(stamp_ns), intrinsics, context))
+        self._frames.put((image_bgr, int(stamp_ns), intrinsics, context, find_hands_options))
 
     def close(self, timeout: float = 2.0) -> bool:
         """Stops both threads; False when one is still busy (e.g. inside the network) after `timeout` s."""
@@ -141,10 +142,10 @@ class OverlappedPipeline:
             item = self._frames.take()
             if item is None or self._stop.is_set():
                 continue
-            image, stamp_ns, intrinsics, context = item
+            image, stamp_ns, intrinsics, context, options = item
             start = time.perf_counter()
             try:
-                frame, detections = self.pipeline.find_hands(image, stamp_ns, intrinsics)
+                frame, detections = self.pipeline.find_hands(image, stamp_ns, intrinsics, **options)
             except Exception as exc:    # noqa: BLE001 - one bad frame must not stop the stream
                 self._report('detect', exc, context)
                 continue

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from hamer_ros.external_boxes import DEFAULT_MERGE_IOU, merge_detections
 from hamer_ros.hamer.topology import faces_by_side  # noqa: F401 (the node and offline tools import it from here)
 from hamer_ros.types import CameraIntrinsics, FrameResult, HandDetection, HandReconstruction, HandResult
 
@@ -49,16 +50,23 @@ class HandPipeline:
                 part.reset()
 
     def process(self, image_bgr: np.ndarray, stamp_ns: int, intrinsics: Optional[CameraIntrinsics] = None,
-                detections: Optional[Sequence[HandDetection]] = None) -> FrameResult:
+                detections: Optional[Sequence[HandDetection]] = None,
+                added_detections: Optional[Sequence[HandDetection]] = None,
+                merge_iou: float = DEFAULT_MERGE_IOU) -> FrameResult:
         """All hands of one BGR uint8 frame. `intrinsics=None` uses HaMeR's default camera (SPEC §5);
-        `detections` given skips the detector (boxes from elsewhere; the tracker still runs)."""
-        frame, detections = self.find_hands(image_bgr, stamp_ns, intrinsics, detections)
+        `detections` given skips the detector (boxes from elsewhere; the tracker still runs);
+        `added_detections` are merged with the detector's (or `detections`) without duplicates
+        (`external_boxes.merge_detections` at `merge_iou`) before tracking."""
+        frame, detections = self.find_hands(image_bgr, stamp_ns, intrinsics, detections, added_detections,
+                                            merge_iou)
         if detections:
             self.add_hands(frame, image_bgr, detections)
         return frame
 
     def find_hands(self, image_bgr: np.ndarray, stamp_ns: int, intrinsics: Optional[CameraIntrinsics] = None,
-                   detections: Optional[Sequence[HandDetection]] = None) -> Tuple[FrameResult, List[HandDetection]]:
+                   detections: Optional[Sequence[HandDetection]] = None,
+                   added_detections: Optional[Sequence[HandDetection]] = None,
+                   merge_iou: float = DEFAULT_MERGE_IOU) -> Tuple[FrameResult, List[HandDetection]]:
         """The first half of `process`: detection and tracking. Returns the frame (no hands yet) and the
         tracked detections for `add_hands`."""
         height, width = image_bgr.shape[:2]
@@ -75,6 +83,8 @@ class HandPipeline:
                 raise ValueError('HandPipeline has no detector: pass `detections` or build it with one')
             # The detector keeps its video-mode stamps strictly increasing itself (repeated stamps).
             detections = self.detector.detect(image_bgr, timestamp_ms=int(stamp_ns) // 1_000_000)
+        if added_detections is not None:
+            detections = merge_detections(detections, added_detections, merge_iou)
         timings['detect'] = time.perf_counter() - start
 
         start = time.perf_counter()

@@ -15,9 +15,10 @@ import numpy as np
 from hamer_ros.markers import HandMarkers
 # ROS-generated classes, or rosbags stand-ins without ROS (offline bag writing): see message_classes.
 from hamer_ros.message_classes import HandMesh, HandMeshArray, Point, RegionOfInterest
-from hamer_ros.types import FrameResult, HandResult
+from hamer_ros.types import STAGE_EXTERNAL, STAGE_PALM, FrameResult, HandResult
 
 _SIDE_CODES = {'left': HandMesh.SIDE_LEFT, 'right': HandMesh.SIDE_RIGHT}
+_STAGE_CODES = {STAGE_PALM: HandMesh.STAGE_PALM, STAGE_EXTERNAL: HandMesh.STAGE_EXTERNAL}
 
 
 def _float32(values) -> array.array:
@@ -44,7 +45,8 @@ def hand_mesh(hand: HandResult, header, frame: FrameResult,
     detection = hand.detection
     msg = HandMesh(header=header, track_id=int(detection.track_id), side=_SIDE_CODES[detection.side],
                    side_confidence=float(detection.side_score), detection_score=float(detection.score),
-                   box=box_roi(detection.box_xyxy, frame.width, frame.height))
+                   box=box_roi(detection.box_xyxy, frame.width, frame.height),
+                   stage=_STAGE_CODES[detection.stage])
     recon = hand.reconstruction
     if recon is not None:
         msg.source = HandMesh.SOURCE_HAMER

@@ -12,6 +12,11 @@ from typing import List, Optional
 import numpy as np
 
 SIDES = ('left', 'right')
+# Which search found a hand (HandDetection.stage; HandMesh.stage has the matching codes): the node's own MediaPipe
+# search, or a box from another detector (hamer_ros.external_boxes).
+STAGE_PALM = 'palm'
+STAGE_EXTERNAL = 'external'
+STAGES = (STAGE_PALM, STAGE_EXTERNAL)
 
 
 @dataclass
@@ -43,10 +48,13 @@ class HandDetection:
     landmarks_2d: Optional[np.ndarray] = None     # (21, 2) MediaPipe image landmarks, pixels
     landmarks_world: Optional[np.ndarray] = None  # (21, 3) MediaPipe world landmarks, m, hand-centred
     track_id: int = -1                   # stable id across frames (-1: untracked)
+    stage: str = STAGE_PALM              # which search found it: one of STAGES
 
     def __post_init__(self):
         if self.side not in SIDES:
             raise ValueError(f"side must be 'left' or 'right', got {self.side!r}")
+        if self.stage not in STAGES:
+            raise ValueError(f'stage must be one of {STAGES}, got {self.stage!r}')
         self.box_xyxy = np.asarray(self.box_xyxy, dtype=np.float64).reshape(4)
 
     @property

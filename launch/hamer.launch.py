@@ -7,6 +7,7 @@ The node subscribes to the relative topics `image` and `camera_info`; they are r
 to be rectified (image_proc's image_rect: the node uses the CameraInfo's P, distortion already removed); for a raw
 image pass image_rectified:=false (K is used and the lens distortion D is ignored, with a warning). With
 use_compressed:=true it subscribes to `<image_topic>/compressed` instead (image_transport naming).
+boxes_topic remaps `hands/boxes_in`, the hand boxes of another detector (parameter external_boxes.mode).
 camera:=v4l2 or camera:=usb_cam also starts that camera driver (packages v4l2_camera / usb_cam, when installed)
 on video_device, publishing rgb8 images on image_topic and its CameraInfo on camera_info_topic: a laptop webcam
 in one command, e.g. `ros2 launch hamer_ros hamer.launch.py camera:=v4l2 rviz:=true` (its images are raw:
@@ -47,6 +48,9 @@ def generate_launch_description() -> LaunchDescription:
                                           'v4l2 (package v4l2_camera) or usb_cam (package usb_cam)'),
         DeclareLaunchArgument('video_device', default_value='/dev/video0',
                               description='the camera device of camera:=v4l2|usb_cam'),
+        DeclareLaunchArgument('boxes_topic', default_value='hands/boxes_in',
+                              description='hand boxes of another detector (hamer_ros/HandBoxArray), read when the '
+                                          'parameter external_boxes.mode is only or both'),
     ]
     # Both drivers publish the relative topics image_raw and camera_info; rgb8 is an encoding the node reads.
     camera_remappings = [('image_raw', LaunchConfiguration('image_topic')),
@@ -73,7 +77,8 @@ def generate_launch_description() -> LaunchDescription:
                     {'device': LaunchConfiguration('device'), 'image_transport': image_transport,
                      'image_rectified': image_rectified}],
         remappings=[('image', LaunchConfiguration('image_topic')),
-                    ('camera_info', LaunchConfiguration('camera_info_topic'))])
+                    ('camera_info', LaunchConfiguration('camera_info_topic')),
+                    ('hands/boxes_in', LaunchConfiguration('boxes_topic'))])
     rviz = Node(
         package='rviz2', executable='rviz2', name='rviz2', output='screen',
         arguments=['-d', PathJoinSubstitution([share, 'config', 'hamer.rviz'])],

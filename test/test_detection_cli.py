@@ -11,7 +11,7 @@ from hamer_ros.detection import boxes_for_frame, ensure_hand_landmarker_model, l
 
 pytestmark = pytest.mark.mediapipe
 
-KEYS = {'box_xyxy', 'side', 'side_score', 'score', 'landmarks_2d', 'landmarks_world'}
+KEYS = {'box_xyxy', 'side', 'side_score', 'score', 'stage', 'landmarks_2d', 'landmarks_world'}
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -30,7 +30,7 @@ def test_detect_command_writes_both_bus_man_hands(tmp_path, sample_photo):
     by_side = {hand['side']: hand for hand in hands}
     assert sorted(by_side) == ['left', 'right']
     for hand in hands:
-        assert set(hand) == KEYS
+        assert set(hand) == KEYS and hand['stage'] == 'palm'
         assert np.asarray(hand['landmarks_2d']).shape == (21, 2)
         assert np.asarray(hand['landmarks_world']).shape == (21, 3)
         assert 0.9 < hand['score'] <= 1.0 and 0.9 < hand['side_score'] <= 1.0

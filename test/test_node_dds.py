@@ -645,8 +645,11 @@ def test_parameters_change_safely_at_run_time(start, photo):
     assert np.count_nonzero(np.any(drawn != photo, axis=2)) > 100      # something was drawn on it
 
 
-def _range_ends(default, constraints):
-    """(values inside the declared range, values just outside it) of a writable parameter."""
+def _range_ends(default, constraints, choices=None):
+    """(values inside the declared range, values just outside it) of a writable parameter; `choices`: the values a
+    string parameter may take."""
+    if choices is not None:
+        return list(choices), ['not-one-of-them']
     if isinstance(default, bool):
         return [False, True], []
     if isinstance(default, list):          # RGB colours in [0, 1]
@@ -667,7 +670,7 @@ def test_every_writable_parameter_at_both_ends_of_its_range_while_frames_flow(st
     each, so MediaPipe's video mode tracks with the new thresholds) and just outside (refused), then back to its
     default: the node survives all of it and still answers. detector.min_tracking_confidence = 0.0, once inside
     the declared range, aborted the process in MediaPipe."""
-    from hamer_ros.node import PARAMETERS
+    from hamer_ros.node import _STRING_CHOICES, PARAMETERS
 
     node, probe = start({'model': 'small_random', 'diagnostics_period': 0.2})
     node_name = f'/{node.namespace}/hamer_node'
@@ -681,7 +684,7 @@ def test_every_writable_parameter_at_both_ends_of_its_range_while_frames_flow(st
     writable = [(name, default, constraints) for name, default, read_only, _, constraints in PARAMETERS
                 if not read_only and name != 'frame_prefix']      # TF names: the prefix's own tests (issue 9)
     for name, default, constraints in writable:
-        inside, outside = _range_ends(default, constraints)
+        inside, outside = _range_ends(default, constraints, _STRING_CHOICES.get(name))
         assert inside, name
         for value in outside:
             ok, reason = _set_parameter(probe, node_name, name, value)

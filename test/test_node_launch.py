@@ -81,11 +81,13 @@ def test_launch_description_declares_described_arguments():
     context = LaunchContext()
     arguments = {a.name: a for a in description.get_launch_arguments()}
     assert set(arguments) == {'namespace', 'params_file', 'image_topic', 'camera_info_topic', 'device',
-                              'use_compressed', 'rviz', 'camera', 'video_device', 'image_rectified'}
+                              'use_compressed', 'rviz', 'camera', 'video_device', 'image_rectified',
+                              'boxes_topic'}
     defaults = {name: perform_substitutions(context, a.default_value) for name, a in arguments.items()}
     # Rectified images by default: the node takes the intrinsics from P.
     assert (defaults['image_topic'], defaults['image_rectified']) == ('/camera/image_rect', 'true')
     assert defaults['camera_info_topic'] == '/camera/camera_info'
+    assert defaults['boxes_topic'] == 'hands/boxes_in'
     assert defaults['params_file'].endswith('share/hamer_ros/config/hamer.yaml')
     assert (defaults['device'], defaults['rviz'], defaults['use_compressed'], defaults['camera']) == (
         'auto', 'false', 'false', 'none')

@@ -1,8 +1,8 @@
 """`python -m hamer_ros detect --image IMG [--mirrored] [--model PATH] --out OUT.json`: MediaPipe hands of one image.
 
 OUT.json holds a list with one object per hand: `box_xyxy` (tight box, pixels of IMG), `side` ('left'/'right',
-the subject's own hand), `side_score`, `score`, `landmarks_2d` (21x2 pixels) and `landmarks_world` (21x3 m,
-hand-centred). The file is also a valid `--boxes` file for the commands that take boxes (hamer_ros.detection.boxes).
+the subject's own hand), `side_score`, `score`, `stage` (which search found it: 'palm'), `landmarks_2d` (21x2
+pixels) and `landmarks_world` (21x3 m, hand-centred). The file is also a valid `--boxes` file for the commands that take boxes (hamer_ros.detection.boxes).
 """
 from __future__ import annotations
 
