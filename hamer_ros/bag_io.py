@@ -27,6 +27,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from hamer_ros.errors import InputError, MissingFileError
+
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
 CAMERA_INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
 OUR_MESSAGES = ('HandMesh', 'HandMeshArray')
@@ -66,7 +68,7 @@ def message_definition_dir() -> Path:
     for folder in candidates:
         if all((folder / f'{name}.msg').is_file() for name in OUR_MESSAGES):
             return folder
-    raise FileNotFoundError(
+    raise MissingFileError(
         'cannot find the hamer_ros message definitions (HandMesh.msg, HandMeshArray.msg); looked in '
         + ', '.join(str(c) for c in candidates) + '. Reinstall hamer_ros (pip install . or colcon build)')
 
@@ -233,9 +235,9 @@ class BagReader:
             self._reader = Reader(self.path)
             self._reader.open()
         except FileNotFoundError:
-            raise FileNotFoundError(f'bag {self.path} does not exist') from None
+            raise MissingFileError(f'bag {self.path} does not exist') from None
         except ReaderError as exc:
-            raise ValueError(f'cannot open {self.path} as a rosbag2 bag (sqlite3 or MCAP): {exc}') from None
+            raise InputError(f'cannot open {self.path} as a rosbag2 bag (sqlite3 or MCAP): {exc}') from None
 
     @property
     def topics(self) -> Dict[str, Tuple[str, int]]:
@@ -250,10 +252,10 @@ class BagReader:
         if topic is None:
             if len(images) == 1:
                 return next(iter(images))
-            raise ValueError(f'{self.path} has {len(images)} image topics ({listing}): choose one with --topic')
+            raise InputError(f'{self.path} has {len(images)} image topics ({listing}): choose one with --topic')
         if topic not in images:
             what = f'is a {self.topics[topic][0]} topic' if topic in self.topics else 'is not in the bag'
-            raise ValueError(f'topic {topic} {what}; the image topics of {self.path} are: {listing}')
+            raise InputError(f'topic {topic} {what}; the image topics of {self.path} are: {listing}')
         return topic
 
     def count(self, topic: str) -> int:

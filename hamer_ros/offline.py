@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from hamer_ros.camera_info import camera_info_intrinsics
+from hamer_ros.errors import InputError, MissingFileError, SetupError
 from hamer_ros.types import CameraIntrinsics, FrameResult, HandReconstruction, HandResult
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
@@ -80,7 +81,7 @@ class ImageFilesSource(FrameSource):
             self.kind = 'folder'
             self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             if not self.files:
-                raise FileNotFoundError(f'folder {path} holds no images ({", ".join(IMAGE_SUFFIXES)})')
+                raise MissingFileError(f'folder {path} holds no images ({", ".join(IMAGE_SUFFIXES)})')
         else:
             self.kind = 'image'
             self.files = [path]
@@ -114,7 +115,7 @@ class VideoSource(FrameSource):
         self.path = path
         self.capture = cv2.VideoCapture(str(path))
         if not self.capture.isOpened():
-            raise ValueError(f'cannot open {path} as a video (missing file, or a codec OpenCV lacks)')
+            raise InputError(f'cannot open {path} as a video (missing file, or a codec OpenCV lacks)')
         self.fps = capture_fps(self.capture)
         count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.total = count if count > 0 else None
@@ -165,7 +166,7 @@ class BagSource(FrameSource):
                 default_camera_info_topic(self.topic)
             topics = self.reader.topics
             if camera_info_topic and topics.get(camera_info_topic, ('',))[0] != bag_io.CAMERA_INFO_TYPE:
-                raise ValueError(f'--camera-info-topic {camera_info_topic} is not a CameraInfo topic of {path}')
+                raise InputError(f'--camera-info-topic {camera_info_topic} is not a CameraInfo topic of {path}')
             self.camera_info_topic = info_topic if topics.get(info_topic, ('',))[0] == bag_io.CAMERA_INFO_TYPE \
                 else None
             self._camera_infos = [(m.log_time_ns, m.message) for m in self.reader.messages([self.camera_info_topic])
@@ -226,11 +227,11 @@ def open_source(path, topic: Optional[str] = None, camera_info_topic: Optional[s
     text = str(path)
     path = Path(path)
     if '://' not in text and not path.exists():
-        raise FileNotFoundError(f'input {path} does not exist')
+        raise MissingFileError(f'input {path} does not exist')
     if is_bag(path):
         return BagSource(path, topic, camera_info_topic)
     if topic:
-        raise ValueError(f'--topic is for bag input; {path} is not a rosbag2 bag')
+        raise InputError(f'--topic is for bag input; {path} is not a rosbag2 bag')
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageFilesSource(path, sequence, fps)
     return VideoSource(text)
@@ -372,7 +373,7 @@ class RecordStore:
 
     def __init__(self, folder: Path, fmt: str = 'json'):
         if fmt not in ('json', 'npz'):
-            raise ValueError(f"--format must be 'json' or 'npz', got {fmt!r}")
+            raise InputError(f"--format must be 'json' or 'npz', got {fmt!r}")
         self.folder = Path(folder)
         self.fmt = fmt
 
@@ -415,7 +416,7 @@ class RecordStore:
                         record['hands'][int(index)][name] = data[key]
                 return record
         except (OSError, ValueError, KeyError) as exc:
-            raise ValueError(f'record {path} is unreadable ({exc}): delete it to recompute that frame') from exc
+            raise InputError(f'record {path} is unreadable ({exc}): delete it to recompute that frame') from exc
 
 
 # =============================================================================================== outputs
@@ -464,7 +465,7 @@ class OverlayVideo:
             self._writer = cv2.VideoWriter(str(self._temporary), cv2.VideoWriter_fourcc(*'mp4v'), self.fps,
                                            self._size)
             if not self._writer.isOpened():
-                raise RuntimeError(f'OpenCV cannot write the video {self.path}: use --overlay images')
+                raise SetupError(f'OpenCV cannot write the video {self.path}: use --overlay images')
         if (image.shape[1], image.shape[0]) != self._size:
             image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
         self._writer.write(image)

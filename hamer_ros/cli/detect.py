@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hamer_ros.errors import InputError, MissingFileError
+
 
 def add_arguments(parser) -> None:
     parser.add_argument('--image', required=True, type=Path, help='image file (anything OpenCV reads)')
@@ -30,10 +32,10 @@ def run(args) -> int:
     from hamer_ros.detection import HandDetector, detection_to_json
 
     if not args.image.is_file():
-        raise FileNotFoundError(f'image {args.image} does not exist')
+        raise MissingFileError(f'image {args.image} does not exist')
     image = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
     if image is None:
-        raise ValueError(f'{args.image} is not an image OpenCV can read (PNG, JPEG, ...)')
+        raise InputError(f'{args.image} is not an image OpenCV can read (PNG, JPEG, ...)')
     with HandDetector(model_path=args.model, num_hands=args.num_hands, mirrored=args.mirrored,
                       min_detection_confidence=args.min_detection_confidence,
                       min_presence_confidence=args.min_presence_confidence) as detector:

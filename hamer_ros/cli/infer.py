@@ -22,6 +22,8 @@ import shutil
 import time
 from pathlib import Path
 
+from hamer_ros.errors import InputError, SetupError
+
 # Names this command writes in DIR (and the only ones --overwrite removes).
 RESULTS, OVERLAYS, MESHES, BAG, VIDEO, RUN_FILE, SUMMARY_FILE = (
     'results', 'overlays', 'meshes', 'hands', 'overlay.mp4', 'run.json', 'summary.json')
@@ -85,9 +87,9 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
-        raise ValueError(f'--batch-size must be at least 1, got {args.batch_size}')
+        raise InputError(f'--batch-size must be at least 1, got {args.batch_size}')
     if args.resume and args.overwrite:
-        raise ValueError('--resume and --overwrite exclude each other')
+        raise InputError('--resume and --overwrite exclude each other')
     from hamer_ros.offline import open_source
 
     with open_source(args.input, args.topic, args.camera_info_topic, args.sequence, args.fps) as source:
@@ -118,11 +120,11 @@ class InferRun:
                 earlier = json.loads(run_file.read_text())
                 changed = [k for k in ('input', 'topic', 'format', 'mode') if earlier.get(k) != manifest.get(k)]
                 if changed:
-                    raise ValueError(f'--resume: {out} holds a run with other {", ".join(changed)} '
+                    raise InputError(f'--resume: {out} holds a run with other {", ".join(changed)} '
                                      f'({", ".join(f"{k}={earlier.get(k)!r}" for k in changed)}); '
                                      'use another --out, or --overwrite to start over')
             else:
-                raise ValueError(f'{out} holds the results of an earlier run: pass --resume to continue it or '
+                raise InputError(f'{out} holds the results of an earlier run: pass --resume to continue it or '
                                  '--overwrite to replace it')
         out.mkdir(parents=True, exist_ok=True)
         (out / RUN_FILE).write_text(json.dumps(manifest, indent=1))
@@ -137,8 +139,8 @@ class InferRun:
                 detector = HandDetector(running_mode='video' if self.source.is_sequence else 'image',
                                         num_hands=self.args.num_hands, mirrored=self.args.mirrored)
             except ImportError as exc:
-                raise RuntimeError(f'MediaPipe is not installed ({exc}): pip install mediapipe, or give the hands '
-                                   'with --boxes FILE') from exc
+                raise SetupError(f'MediaPipe is not installed ({exc}): pip install mediapipe, or give the hands '
+                                 'with --boxes FILE') from exc
         if self.source.is_sequence:
             from hamer_ros.tracking import HandTracker
             tracker = HandTracker()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hamer_ros.errors import InputError, MissingFileError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from hamer_ros.cli.infer import add_device_arguments
@@ -34,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if len(args.box) != len(args.side):
-        raise ValueError(f'{len(args.box)} --box but {len(args.side)} --side: give one --side per --box, in order')
+        raise InputError(f'{len(args.box)} --box but {len(args.side)} --side: give one --side per --box, in order')
     import cv2
     import numpy as np
 
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     image = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
     if image is None:
-        raise FileNotFoundError(f'cannot read image {args.image}: check the path and that it is a PNG/JPEG/... file')
+        raise MissingFileError(f'cannot read image {args.image}: check the path and that it is a PNG/JPEG/... file')
     detections = [HandDetection(np.array(box), side) for box, side in zip(args.box, args.side)]
     intrinsics = CameraIntrinsics(*args.intrinsics) if args.intrinsics else None
     model = HamerModel.load(args.data_dir, args.checkpoint, args.mano, device=args.device,
