@@ -10,6 +10,7 @@ rebuilds the outputs of finished frames from them instead of running the network
 """
 from __future__ import annotations
 
+import bisect
 import json
 import os
 from dataclasses import dataclass
@@ -107,9 +108,16 @@ def capture_fps(capture) -> float:
 
 
 class VideoSource(FrameSource):
-    """A video file or stream through cv2.VideoCapture; stamps are index / fps (the container's rate)."""
+    """A video file or stream through cv2.VideoCapture; stamps are index / fps (the container's rate).
+
+    A frame that cannot be decoded (a corrupt middle, a truncated end) does not end the input: it comes out as a
+    failed frame with the reason, the reader seeks to the next frame and goes on, up to the number of frames the
+    container announces. After `MAX_CONSECUTIVE_FAILURES` failed frames in a row the rest of the announced frames
+    are reported failed without trying (a truncated file: seeking past its end finds nothing). A stream (no frame
+    count) ends at its first failed read."""
     kind = 'video'
     is_sequence = True
+    MAX_CONSECUTIVE_FAILURES = 64
 
     def __init__(self, path):
         self.path = path
@@ -120,17 +128,37 @@ class VideoSource(FrameSource):
         count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.total = count if count > 0 else None
         self.decoded = 0
+        self.failed = 0
         self.description = f'video {path} ({self.total or "?"} frames at {self.fps:.3g} fps)'
 
+    def _frame(self, index: int, image=None, error=None) -> InputFrame:
+        return InputFrame(index, str(index), f'{index:06d}', round(index * 1e9 / self.fps), image, error)
+
     def __iter__(self) -> Iterator[InputFrame]:
-        index = 0
+        index = failures_in_a_row = 0
         while True:
             ok, image = self.capture.read()
-            if not ok:
+            if ok:
+                self.decoded += 1
+                failures_in_a_row = 0
+                yield self._frame(index, image)
+                index += 1
+                continue
+            if self.total is None or index >= self.total:
+                break       # the end (of a stream, or of the frames the container announces)
+            failures_in_a_row += 1
+            if failures_in_a_row > self.MAX_CONSECUTIVE_FAILURES:
+                why = (f'not read: the {self.MAX_CONSECUTIVE_FAILURES} frames before could not be decoded either; the '
+                       f'file ends early (truncated?) although its container announces {self.total} frames')
+                for rest in range(index, self.total):
+                    self.failed += 1
+                    yield self._frame(rest, error=why)
                 break
-            self.decoded += 1
-            yield InputFrame(index, str(index), f'{index:06d}', round(index * 1e9 / self.fps), image)
+            self.failed += 1
+            yield self._frame(index, error=f'frame {index} of {self.total} cannot be decoded (corrupt or truncated '
+                              'video data); the next frames are read on')
             index += 1
+            self.capture.set(cv2.CAP_PROP_POS_FRAMES, index)
 
     def close(self) -> None:
         self.capture.release()
@@ -169,14 +197,19 @@ class BagSource(FrameSource):
                 raise InputError(f'--camera-info-topic {camera_info_topic} is not a CameraInfo topic of {path}')
             self.camera_info_topic = info_topic if topics.get(info_topic, ('',))[0] == bag_io.CAMERA_INFO_TYPE \
                 else None
-            self._camera_infos = [(m.log_time_ns, m.message) for m in self.reader.messages([self.camera_info_topic])
-                                  if m.message is not None] if self.camera_info_topic else []
+            infos = [(m.log_time_ns, m.message) for m in self.reader.messages([self.camera_info_topic])
+                     if m.message is not None] if self.camera_info_topic else []
+            infos.sort(key=lambda pair: pair[0])
+            self._camera_info_times = [stamp for stamp, _ in infos]
+            self._camera_infos = [info for _, info in infos]
         except Exception:
             self.reader.close()
             raise
         self.fps = self._rate()
+        self.unreadable = self.reader.unreadable(self.topic)
         info = f', CameraInfo {self.camera_info_topic}' if self.camera_info_topic else ', no CameraInfo'
-        self.description = f'bag {path}: {self.topic} ({self.total} images{info})'
+        damage = f'; {self.reader.damage}' if self.reader.damage else ''
+        self.description = f'bag {path}: {self.topic} ({self.total} images{info}){damage}'
 
     def _rate(self) -> float:
         steps = np.diff(self.reader.log_times(self.topic, 50))
@@ -184,13 +217,16 @@ class BagSource(FrameSource):
         return float(1e9 / np.median(steps)) if steps.size else DEFAULT_FPS
 
     def _camera_info_at(self, log_time_ns: int):
-        before = [info for stamp, info in self._camera_infos if stamp <= log_time_ns]
-        return before[-1] if before else (self._camera_infos[0][1] if self._camera_infos else None)
+        """The latest CameraInfo recorded at or before `log_time_ns`, else the first one (binary search)."""
+        if not self._camera_infos:
+            return None
+        return self._camera_infos[max(0, bisect.bisect_right(self._camera_info_times, log_time_ns) - 1)]
 
     def __iter__(self) -> Iterator[InputFrame]:
         from hamer_ros import bag_io
         from hamer_ros.image_conversion import compressed_msg_to_bgr, image_msg_to_bgr
 
+        index = -1
         for index, item in enumerate(self.reader.messages([self.topic])):
             key, stem = str(index), f'{index:06d}'
             if item.message is None:
@@ -210,6 +246,10 @@ class BagSource(FrameSource):
             yield InputFrame(index, key, stem, bag_io.stamp_ns(header.stamp), image, error,
                              frame_id=header.frame_id or 'camera', log_time_ns=item.log_time_ns,
                              intrinsics=intrinsics)
+        # Messages the bag announces (metadata.yaml) beyond its readable part: one failed frame each.
+        for index in range(index + 1, index + 1 + self.unreadable):
+            yield InputFrame(index, str(index), f'{index:06d}', 0, None,
+                             f'not readable: {self.reader.damage}; this message lies beyond the readable part')
 
     def close(self) -> None:
         self.reader.close()

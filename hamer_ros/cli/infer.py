@@ -324,13 +324,17 @@ class InferRun:
 
         counts, out = self.counts, self.args.out
         per_frame = np.array(self.frame_seconds) * 1e3
-        summary = dict(counts, mode=self.mode, seconds=round(seconds, 3), interrupted=interrupted,
+        announced = self.source.total
+        summary = dict(counts, announced_frames=announced, mode=self.mode, seconds=round(seconds, 3),
+                       interrupted=interrupted,
                        frame_ms_median=float(np.median(per_frame)) if per_frame.size else None,
                        frame_ms_p90=float(np.percentile(per_frame, 90)) if per_frame.size else None,
                        bag=str(out / BAG) if self.bag else None, bag_messages=dict(self.bag.counts) if self.bag else None)
         (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
         timing = (f'; {summary["frame_ms_median"]:.0f} ms per computed frame (median)' if per_frame.size else '')
-        print(f'{counts["frames"]} frames: {counts["ok"]} with hands, {counts["no_hands"]} without, '
+        announces = (f' (the input announces {announced})' if announced is not None and announced != counts['frames']
+                     else '')
+        print(f'{counts["frames"]} frames{announces}: {counts["ok"]} with hands, {counts["no_hands"]} without, '
               f'{counts["failed"]} failed, {counts["resumed"]} taken from an earlier run; {counts["hands"]} hands'
               f'{timing}; {seconds:.1f} s\nresults in {out}')
         if counts['failed']:
