@@ -24,6 +24,10 @@ from pathlib import Path
 
 from hamer_ros.errors import InputError, SetupError
 
+# run.json entries that must be equal for --resume to continue a run: the results depend on each of them.
+RESUME_SETTINGS = ('input', 'topic', 'camera_info_topic', 'format', 'mode', 'weights', 'precision', 'intrinsics',
+                   'mirrored', 'num_hands', 'boxes', 'sequence', 'fps')
+
 # Names this command writes in DIR (and the only ones --overwrite removes).
 RESULTS, OVERLAYS, MESHES, BAG, VIDEO, RUN_FILE, SUMMARY_FILE = (
     'results', 'overlays', 'meshes', 'hands', 'overlay.mp4', 'run.json', 'summary.json')
@@ -117,8 +121,13 @@ class InferRun:
                     elif target.exists():
                         target.unlink()
             elif self.args.resume:
-                earlier = json.loads(run_file.read_text())
-                changed = [k for k in ('input', 'topic', 'format', 'mode') if earlier.get(k) != manifest.get(k)]
+                try:
+                    earlier = json.loads(run_file.read_text())
+                except ValueError as exc:
+                    raise InputError(f'--resume: {run_file} is unreadable ({exc}): use --overwrite to start over') \
+                        from None
+                # Every setting that changes the results; one missing from an older run.json is not compared.
+                changed = [k for k in RESUME_SETTINGS if k in earlier and earlier[k] != manifest.get(k)]
                 if changed:
                     raise InputError(f'--resume: {out} holds a run with other {", ".join(changed)} '
                                      f'({", ".join(f"{k}={earlier.get(k)!r}" for k in changed)}); '
@@ -128,6 +137,26 @@ class InferRun:
                                  '--overwrite to replace it')
         out.mkdir(parents=True, exist_ok=True)
         (out / RUN_FILE).write_text(json.dumps(manifest, indent=1))
+
+    def _manifest(self, model) -> dict:
+        """run.json: how this run was made (RESUME_SETTINGS are compared by --resume)."""
+        import hashlib
+
+        args, source = self.args, self.source
+        boxes = None
+        if args.boxes is not None:
+            boxes = {'path': str(Path(args.boxes).resolve()),
+                     'sha256': hashlib.sha256(Path(args.boxes).read_bytes()).hexdigest()}
+        return {'input': str(Path(args.input).resolve()) if '://' not in args.input else args.input,
+                'topic': getattr(source, 'topic', None), 'camera_info_topic': getattr(source, 'camera_info_topic', None),
+                'format': args.format, 'mode': self.mode,
+                'model': model.describe() if model is not None else None,
+                'weights': model._description if model is not None else None,
+                'precision': args.precision if model is not None else None,
+                'intrinsics': list(args.intrinsics) if args.intrinsics else None,
+                'mirrored': bool(args.mirrored), 'num_hands': args.num_hands, 'boxes': boxes,
+                'sequence': bool(source.is_sequence), 'fps': source.fps,
+                'batch_size': args.batch_size}
 
     def _make_pipeline(self, model):
         from hamer_ros.pipeline import HandPipeline
@@ -164,10 +193,7 @@ class InferRun:
             self.boxes = load_boxes_file(args.boxes)
         model = load_model_or_none(args)
         self.mode = 'hamer' if model is not None else 'landmarks_only'
-        self._prepare_folder({'input': str(Path(args.input).resolve()) if '://' not in args.input else args.input,
-                              'topic': getattr(source, 'topic', None), 'format': args.format, 'mode': self.mode,
-                              'model': model.describe() if model is not None else None,
-                              'batch_size': args.batch_size})
+        self._prepare_folder(self._manifest(model))
         print(f'input: {source.description}\nmodel: {model.describe() if model else "none (landmarks-only)"}')
         self.pipeline = self._make_pipeline(model)
         self.faces = faces_by_side(model.faces) if model is not None else None
@@ -207,27 +233,18 @@ class InferRun:
         """One input frame: resumed from its record, recorded as failed, or queued for the next batch."""
         self.counts['frames'] += 1
         if self.args.resume and self.store.exists(item.stem):
-            try:
-                record = self.store.read(item.stem)
-            except ValueError as exc:
-                record = None
-                print(f'recomputing frame {item.key}: {exc}')
-            if record is not None and record['status'] != 'failed':     # failures are tried again
+            record, frame = self._finished(item)
+            if frame is not None:
                 self._flush()
-                self._replay(item, record)
+                self._replay(item, record, frame)
                 return
         if item.image is None:
             self._flush()
             self._emit_failed(item, item.error)
             return
-        detections = None
-        if self.args.boxes is not None:
-            from hamer_ros.detection import boxes_for_frame
-            detections = boxes_for_frame(self.boxes, item.key)
         started = time.perf_counter()
         try:
-            frame, detections = self.pipeline.find_hands(item.image, item.stamp_ns, self.intrinsics or
-                                                         item.intrinsics, detections)
+            frame, detections = self._detect(item)
         except Exception as exc:    # noqa: BLE001 - a frame that fails is recorded, the run goes on
             self._flush()
             self._emit_failed(item, f'detection failed: {type(exc).__name__}: {exc}')
@@ -236,6 +253,14 @@ class InferRun:
         self._pending.append((item, frame, detections, timings, time.perf_counter() - started))
         if sum(len(d) for _, _, d, _, _ in self._pending) >= self.args.batch_size:
             self._flush()
+
+    def _detect(self, item):
+        """Detection (MediaPipe, or the --boxes file) and tracking of one frame: (frame, detections)."""
+        detections = None
+        if self.args.boxes is not None:
+            from hamer_ros.detection import boxes_for_frame
+            detections = boxes_for_frame(self.boxes, item.key)
+        return self.pipeline.find_hands(item.image, item.stamp_ns, self.intrinsics or item.intrinsics, detections)
 
     def _flush(self) -> None:
         """HaMeR on the crops of all pending frames in one forward, then their outputs in input order."""
@@ -294,13 +319,32 @@ class InferRun:
         self.store.write(item.stem, record)     # last: a record means the frame's outputs are complete
         self._count(record)
 
-    def _replay(self, item, record) -> None:
-        """A frame finished by an earlier run: outputs rebuilt from its record; the tracker sees its hands so
-        that later frames keep their track ids."""
-        from hamer_ros.offline import record_to_frame
+    def _finished(self, item):
+        """(record, frame) of a frame an earlier run finished; (None, None) when it must be computed: no usable
+        record (unreadable, damaged, of another frame) or a failed one (failures are tried again)."""
+        from hamer_ros.offline import RECORD_FORMAT, record_to_frame
 
-        frame = record_to_frame(record)
-        if self.pipeline.tracker is not None:
+        try:
+            record = self.store.read(item.stem)
+            if not isinstance(record, dict) or record.get('format') != RECORD_FORMAT or \
+                    record.get('index') != item.index or record.get('status') not in ('ok', 'no_hands', 'failed'):
+                raise ValueError(f'record {self.store.path(item.stem)} is not a complete record of this frame')
+            if record['status'] == 'failed':
+                return None, None
+            return record, record_to_frame(record)
+        except Exception as exc:    # noqa: BLE001 - whatever is wrong with it, the frame is computed again
+            print(f'recomputing frame {item.key}: {type(exc).__name__}: {exc}')
+            return None, None
+
+    def _replay(self, item, record, frame) -> None:
+        """A frame finished by an earlier run: outputs rebuilt from its record. Detection and tracking run on its
+        image again (their results are not used), so that the detector's video state (MediaPipe tracks hands
+        from one frame to the next) and the tracker's ids are those of an uninterrupted run."""
+        if not self.source.is_sequence:
+            pass    # image-mode detection and no tracker: nothing carries over from frame to frame
+        elif item.image is not None:
+            self._detect(item)
+        else:
             self.pipeline.tracker.update([hand.detection for hand in frame.hands], frame.stamp_ns * 1e-9)
         self._write_outputs(item, frame, fresh=False)
         self.counts['resumed'] += 1
