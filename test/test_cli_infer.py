@@ -290,15 +290,16 @@ def test_resume_after_kill_equals_an_uninterrupted_run_with_mediapipe(tmp_path, 
     photo = cv2.imread(str(sample_photo('bus_man_both')))
     video = tmp_path / 'hands.avi'
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'MJPG'), 15.0, (640, 480))
-    for frame in demo_module().make_sequence(photo, count=12):
+    # 30 frames of slow panning: MediaPipe's tracking carries over (started fresh mid-way, boxes move by pixels).
+    for frame in demo_module().make_sequence(photo, count=30):
         writer.write(frame)
     writer.release()
     common = [video, '--data-dir', data_dir, '--save-mesh', '--batch-size', 1, '--overlay', 'none']
     reference = tmp_path / 'reference'
     assert _infer(*common, '--out', reference) == 0
     records, meshes = _comparable(reference)
-    assert len(records) == 12 and sum(len(r['hands']) for r in records.values()) >= 12
-    for emitted in (1, 5, 9):
+    assert len(records) == 30 and sum(len(r['hands']) for r in records.values()) >= 30
+    for emitted in (3, 15, 24):
         out = tmp_path / f'killed_{emitted}'
         result = _kill_at(emitted, [*common, '--out', out])
         assert result.returncode == -9, result.stderr
