@@ -5,6 +5,7 @@ traceback for anything else, which is a bug to report.
 `UserError` is the type to catch. The subclasses also derive from the builtin exception a caller would expect
 (ValueError, FileNotFoundError, RuntimeError), so code that catches those keeps working.
 """
+import contextlib
 
 
 class UserError(Exception):
@@ -21,3 +22,18 @@ class MissingFileError(UserError, FileNotFoundError):
 
 class SetupError(UserError, RuntimeError):
     """The environment lacks something (a package, a device, free disk space)."""
+
+
+@contextlib.contextmanager
+def file_errors_are_user_errors():
+    """Around loaders whose contract is "ValueError: this file is unusable (the message names it and says
+    why), FileNotFoundError: it is missing": those come out as InputError / MissingFileError, so the command
+    line prints them as one line. Other exceptions pass unchanged."""
+    try:
+        yield
+    except UserError:
+        raise
+    except FileNotFoundError as exc:
+        raise MissingFileError(str(exc)) from exc
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc

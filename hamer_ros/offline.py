@@ -66,18 +66,43 @@ class FrameSource:
         self.close()
 
 
-def _read_image(path: Path):
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+def _too_large(width: int, height: int, max_pixels: int, what: str) -> Optional[str]:
+    if width * height <= max_pixels:
+        return None
+    return (f'{what} is {width}x{height} = {width * height / 1e6:.1f} Mpx, more than the limit of '
+            f'{max_pixels / 1e6:.1f} Mpx: resize it, or raise the limit with --max-image-pixels')
+
+
+def read_image(path: Path, max_pixels: Optional[int] = None):
+    """(BGR image, None) or (None, why not) for an image file. Its size is read from the header first (PNG,
+    JPEG, BMP, WebP, PNM: `image_header`), so an image over `max_pixels` (default: the node's limit,
+    image_conversion.DEFAULT_MAX_PIXELS) is refused before it is decoded; other formats are checked once
+    decoded (OpenCV itself refuses images over 2**30 px)."""
+    from hamer_ros.image_conversion import DEFAULT_MAX_PIXELS
+    from hamer_ros.image_header import declared_image_size
+
+    max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return None, f'cannot read {path} ({exc.strerror})'
+    declared = declared_image_size(data)
+    if declared is not None and (error := _too_large(*declared, max_pixels, f'{path}')):
+        return None, error
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
         return None, f'cannot read {path} as an image (corrupt, or a format OpenCV does not read)'
-    return image, None
+    error = _too_large(image.shape[1], image.shape[0], max_pixels, f'{path}')
+    return (None, error) if error else (image, None)
 
 
 class ImageFilesSource(FrameSource):
     """One image, or the images of a folder in name order (`sequence`: frames of one camera at `fps`)."""
 
-    def __init__(self, path: Path, sequence: bool = False, fps: float = DEFAULT_FPS):
+    def __init__(self, path: Path, sequence: bool = False, fps: float = DEFAULT_FPS,
+                 max_pixels: Optional[int] = None):
         path = Path(path)
+        self.max_pixels = max_pixels
         if path.is_dir():
             self.kind = 'folder'
             self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -96,7 +121,7 @@ class ImageFilesSource(FrameSource):
 
     def __iter__(self) -> Iterator[InputFrame]:
         for index, (path, stem) in enumerate(zip(self.files, self._stems)):
-            image, error = _read_image(path)
+            image, error = read_image(path, self.max_pixels)
             stamp = round(index * 1e9 / self.fps) if self.is_sequence else 0
             yield InputFrame(index, path.name, stem, stamp, image, error)
 
@@ -119,11 +144,19 @@ class VideoSource(FrameSource):
     is_sequence = True
     MAX_CONSECUTIVE_FAILURES = 64
 
-    def __init__(self, path):
+    def __init__(self, path, max_pixels: Optional[int] = None):
+        from hamer_ros.image_conversion import DEFAULT_MAX_PIXELS
+
         self.path = path
         self.capture = cv2.VideoCapture(str(path))
         if not self.capture.isOpened():
             raise InputError(f'cannot open {path} as a video (missing file, or a codec OpenCV lacks)')
+        width, height = (int(self.capture.get(p)) for p in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
+        too_large = _too_large(width, height, DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels,
+                               f'video {path}: its frame')
+        if too_large:
+            self.capture.release()
+            raise InputError(too_large)
         self.fps = capture_fps(self.capture)
         count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.total = count if count > 0 else None
@@ -183,9 +216,12 @@ class BagSource(FrameSource):
     kind = 'bag'
     is_sequence = True
 
-    def __init__(self, path, topic: Optional[str] = None, camera_info_topic: Optional[str] = None):
+    def __init__(self, path, topic: Optional[str] = None, camera_info_topic: Optional[str] = None,
+                 max_pixels: Optional[int] = None):
         from hamer_ros import bag_io
+        from hamer_ros.image_conversion import DEFAULT_MAX_PIXELS
 
+        self.max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
         self.reader = bag_io.BagReader(path)
         try:
             self.topic = self.reader.image_topic(topic)
@@ -236,7 +272,7 @@ class BagSource(FrameSource):
             image, error = None, None
             try:
                 convert = compressed_msg_to_bgr if item.msgtype.endswith('CompressedImage') else image_msg_to_bgr
-                image = convert(item.message)
+                image = convert(item.message, self.max_pixels)
             except ValueError as exc:
                 error = str(exc)
             intrinsics = None
@@ -261,20 +297,21 @@ def is_bag(path: Path) -> bool:
 
 
 def open_source(path, topic: Optional[str] = None, camera_info_topic: Optional[str] = None,
-                sequence: bool = False, fps: float = DEFAULT_FPS) -> FrameSource:
+                sequence: bool = False, fps: float = DEFAULT_FPS, max_pixels: Optional[int] = None) -> FrameSource:
     """The right reader for `path`: a bag (folder with metadata.yaml, .mcap, .db3), a folder of images, an
-    image file, or else a video file / stream URL for OpenCV."""
+    image file, or else a video file / stream URL for OpenCV. Images over `max_pixels` (default: the node's
+    limit) are failed frames; a video whose frames are larger is refused."""
     text = str(path)
     path = Path(path)
     if '://' not in text and not path.exists():
         raise MissingFileError(f'input {path} does not exist')
     if is_bag(path):
-        return BagSource(path, topic, camera_info_topic)
+        return BagSource(path, topic, camera_info_topic, max_pixels)
     if topic:
         raise InputError(f'--topic is for bag input; {path} is not a rosbag2 bag')
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
-        return ImageFilesSource(path, sequence, fps)
-    return VideoSource(text)
+        return ImageFilesSource(path, sequence, fps, max_pixels)
+    return VideoSource(text, max_pixels)
 
 
 # ================================================================================================= model

@@ -338,3 +338,49 @@ def test_resume_refuses_other_settings_and_recomputes_damaged_records(tmp_path, 
         ours[stem].pop('timings_ms'), reference[stem].pop('timings_ms')
         assert ours[stem] == reference[stem], stem
     assert json.loads((out / 'summary.json').read_text())['resumed'] == 2    # 0 and 5; 3 failed: tried again
+
+
+def test_hand_free_frames_do_not_pile_up(tmp_path, data_dir, monkeypatch):
+    """Frames wait for a HaMeR batch only while earlier frames with hands do: a long hand-free input keeps no
+    frames (and their images) in memory. benchmarks/bench_infer_memory.py measures the peak RSS."""
+    from offline_helpers import write_numbered_video
+
+    video = write_numbered_video(tmp_path / 'no_hands.avi', frames=200)
+    boxes = tmp_path / 'boxes.json'
+    boxes.write_text(json.dumps({'*': [], '150': [{'box_xyxy': [10, 10, 60, 70], 'side': 'left'}],
+                                 '151': [{'box_xyxy': [10, 10, 60, 70], 'side': 'left'}]}))
+    waiting, flush = [], InferRun._flush
+
+    def measured_flush(self):
+        waiting.append(len(self._pending))
+        flush(self)
+    monkeypatch.setattr(InferRun, '_flush', measured_flush)
+    out = tmp_path / 'out'
+    assert _infer(video, '--out', out, '--data-dir', data_dir, '--boxes', boxes, '--batch-size', 4,
+                  '--overlay', 'none') == 0
+    assert max(waiting) <= 4, f'at most --batch-size frames wait, not {max(waiting)}'
+    records = _records(out)
+    assert len(records) == 200 and [len(records[f'{i:06d}']['hands']) for i in (149, 150, 151, 152)] == [0, 1, 1, 0]
+
+
+def test_oversized_images_are_refused_before_decoding(tmp_path, data_dir, capsys):
+    from test_offline import _png_of_zeros
+
+    folder = tmp_path / 'frames'
+    folder.mkdir()
+    _png_of_zeros(folder / 'big.png', 4000, 3000)
+    cv2.imwrite(str(folder / 'small.png'), synthetic_image())
+    out = tmp_path / 'out'
+    assert _infer(folder, '--out', out, '--landmarks-only', '--boxes', tmp_path / 'none.json') == 2    # no file
+    (tmp_path / 'none.json').write_text('{"*": []}')
+    assert _infer(folder, '--out', out, '--landmarks-only', '--boxes', tmp_path / 'none.json') == 0
+    records = _records(out)
+    assert records['big']['status'] == 'failed' and 'more than the limit of 8.3 Mpx' in records['big']['error']
+    assert records['small']['status'] == 'no_hands'
+    capsys.readouterr()
+    assert main(['detect', '--image', str(folder / 'big.png'), '--out', str(tmp_path / 'd.json')]) == 2
+    assert 'big.png is 4000x3000 = 12.0 Mpx, more than the limit of 8.3 Mpx' in capsys.readouterr().err
+    assert main(['predict', '--image', str(folder / 'big.png'), '--box', '1', '2', '30', '40', '--side', 'left',
+                 '--data-dir', str(data_dir), '--out', str(tmp_path / 'p.npz'), '--max-image-pixels',
+                 '1000000']) == 2
+    assert 'more than the limit of 1.0 Mpx' in capsys.readouterr().err and not (tmp_path / 'p.npz').exists()

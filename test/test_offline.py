@@ -122,6 +122,50 @@ def test_camera_info_lookup_by_stamp_order(tmp_path):
         assert source._camera_info_at(times[2] + 10**12) is infos[2]
 
 
+def _png_of_zeros(path, width, height):
+    """A valid PNG of black pixels, written row by row (a few kB even when it decodes to hundreds of MB)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    packer, row, parts = zlib.compressobj(9), bytes(1 + 3 * width), []
+    for _ in range(height):
+        parts.append(packer.compress(row))
+    parts.append(packer.flush())
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0))
+                     + chunk(b'IDAT', b''.join(parts)) + chunk(b'IEND', b''))
+    return path
+
+
+def test_image_size_limit_is_read_from_the_header(tmp_path):
+    from hamer_ros.image_header import declared_image_size
+
+    big = _png_of_zeros(tmp_path / 'big.png', 4000, 3000)        # 12 Mpx > the node's 8.3 Mpx; ~40 kB
+    assert big.stat().st_size < 100_000 and declared_image_size(big.read_bytes()) == (4000, 3000)
+    assert cv2.imread(str(big)).shape == (3000, 4000, 3), 'a real image that OpenCV would decode'
+    cv2.imwrite(str(tmp_path / 'small.png'), synthetic_image())
+    cv2.imwrite(str(tmp_path / 'small.tiff'), synthetic_image())    # no header parser: checked once decoded
+    with offline.open_source(tmp_path) as source:
+        frames = {f.key: f for f in source}
+    assert frames['big.png'].image is None
+    assert '4000x3000 = 12.0 Mpx, more than the limit of 8.3 Mpx' in frames['big.png'].error
+    assert '--max-image-pixels' in frames['big.png'].error
+    assert frames['small.png'].image.shape == (240, 320, 3) and frames['small.tiff'].image is not None
+    with offline.open_source(tmp_path, max_pixels=12_000_000) as source:
+        assert all(f.image is not None for f in source)
+    with offline.open_source(tmp_path, max_pixels=50_000) as source:
+        errors = {f.key: f.error for f in source}
+    assert all('Mpx, more than the limit of 0.1 Mpx' in e for e in errors.values()), errors
+    # Videos: the frame size is known when the file is opened; bags: each message (raw Image: its header).
+    video = write_numbered_video(tmp_path / 'clip.avi', frames=3)
+    with pytest.raises(ValueError, match='its frame is 160x120 = 0.0 Mpx, more than the limit'):
+        offline.open_source(video, max_pixels=1000)
+    bag = write_camera_bag(tmp_path / 'bag', [synthetic_image(seed=i) for i in range(2)])
+    with offline.open_source(bag, max_pixels=1000) as source:
+        assert all('more than the limit' in f.error for f in source)
+
+
 def test_bag_source_images_compressed_camera_info_and_corrupt_messages(tmp_path):
     images = [synthetic_image(96, 64, seed=i) for i in range(4)]
     raw = write_camera_bag(tmp_path / 'raw', images, extra_raw={1: b'\x00\x01\x00\x00junk'})

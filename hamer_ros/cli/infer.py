@@ -59,10 +59,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--fps', type=float, default=30.0, help='frame rate of a --sequence folder (default 30)')
     parser.add_argument('--num-hands', type=int, default=2, help='most hands MediaPipe reports per frame')
     parser.add_argument('--mirrored', action='store_true', help='selfie-view input: swap the detected sides back')
+    add_image_size_argument(parser)
     add_model_arguments(parser)
     parser.add_argument('--resume', action='store_true', help='continue an interrupted run in --out')
     parser.add_argument('--overwrite', action='store_true', help='replace the results of an earlier run in --out')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
+
+
+def add_image_size_argument(parser: argparse.ArgumentParser) -> None:
+    """--max-image-pixels (shared with `detect` and `predict`)."""
+    parser.add_argument('--max-image-pixels', type=int, metavar='PIXELS',
+                        help="larger images are refused, from their header before decoding where the format allows "
+                        "(default: the node's max_image_pixels default, 3840x2160)")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,7 +104,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError('--resume and --overwrite exclude each other')
     from hamer_ros.offline import open_source
 
-    with open_source(args.input, args.topic, args.camera_info_topic, args.sequence, args.fps) as source:
+    if args.max_image_pixels is not None and args.max_image_pixels < 1:
+        raise InputError(f'--max-image-pixels must be at least 1, got {args.max_image_pixels}')
+    with open_source(args.input, args.topic, args.camera_info_topic, args.sequence, args.fps,
+                     args.max_image_pixels) as source:
         return InferRun(args, source).run()
 
 
@@ -206,7 +217,7 @@ class InferRun:
         self.bag = HandsBag(args.out / BAG, self.faces) if source.kind == 'bag' and not args.no_bag else None
         self.counts = dict(frames=0, ok=0, no_hands=0, failed=0, resumed=0, hands=0)
         self.frame_seconds = []
-        self._pending = []
+        self._pending, self._pending_crops = [], 0
         start = time.perf_counter()
         interrupted = False
         with contextlib.ExitStack() as closing:
@@ -251,7 +262,11 @@ class InferRun:
             return
         timings = {f'{name}_ms': seconds * 1e3 for name, seconds in self.pipeline.last_timings.items()}
         self._pending.append((item, frame, detections, timings, time.perf_counter() - started))
-        if sum(len(d) for _, _, d, _, _ in self._pending) >= self.args.batch_size:
+        self._pending_crops += len(detections)
+        # Batches hold at most --batch-size crops and --batch-size frames; frames without a hand wait only for
+        # earlier frames with hands (kept in order), so memory stays bounded on long hand-free inputs.
+        if self._pending_crops == 0 or self._pending_crops >= self.args.batch_size or \
+                len(self._pending) >= self.args.batch_size:
             self._flush()
 
     def _detect(self, item):
@@ -264,7 +279,7 @@ class InferRun:
 
     def _flush(self) -> None:
         """HaMeR on the crops of all pending frames in one forward, then their outputs in input order."""
-        pending, self._pending = self._pending, []
+        pending, self._pending, self._pending_crops = self._pending, [], 0
         if not pending:
             return
         model = self.pipeline.model

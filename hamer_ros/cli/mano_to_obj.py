@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hamer_ros.errors import InputError, MissingFileError
+from hamer_ros.errors import InputError, MissingFileError, file_errors_are_user_errors
 
 
 def add_mano_source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +24,12 @@ def add_mano_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_mano_from_args(args: argparse.Namespace):
+    """The MANO model the flags name (see `_load_mano`); an unusable file is a one-line user error."""
+    with file_errors_are_user_errors():
+        return _load_mano(args)
+
+
+def _load_mano(args: argparse.Namespace):
     """The ManoData the source arguments name; FileNotFoundError saying what to do when there is none."""
     from hamer_ros import paths
     from hamer_ros.hamer import checkpoint as ckpt_io

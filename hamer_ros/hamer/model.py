@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hamer_ros.errors import InputError, MissingFileError, SetupError
+from hamer_ros.errors import InputError, MissingFileError, SetupError, file_errors_are_user_errors
 from hamer_ros.hamer import checkpoint as ckpt_io
 from hamer_ros.hamer import mano as mano_lib
 from hamer_ros.hamer.camera import cam_crop_to_full, project_points
@@ -149,16 +149,18 @@ class HamerModel:
         MANO comes from the checkpoint's ``mano.*`` buffers when it has them — in the official model they
         override MANO_RIGHT.pkl (SPEC §1.1) — otherwise from MANO_RIGHT.pkl.
         """
-        files = ckpt_io.resolve_data_files(data_dir, checkpoint, mano)
-        settings = ckpt_io.read_model_config(files.model_config)
-        loaded = ckpt_io.read_checkpoint(files.checkpoint)
-        network = ckpt_io.load_network(loaded, settings.network, settings.source)
-        mano_data = mano_lib.mano_from_state_dict(loaded.state_dict, source=str(files.checkpoint))
-        if mano_data is None:
-            if files.mano_pkl is None:
-                raise MissingFileError(f'{files.checkpoint} carries no MANO buffers and no MANO_RIGHT.pkl was '
-                                       'found: put it at data/mano/MANO_RIGHT.pkl in the data folder or pass --mano')
-            mano_data = mano_lib.load_mano_pkl(files.mano_pkl)
+        with file_errors_are_user_errors():     # the loaders name the file and say what is wrong with it
+            files = ckpt_io.resolve_data_files(data_dir, checkpoint, mano)
+            settings = ckpt_io.read_model_config(files.model_config)
+            loaded = ckpt_io.read_checkpoint(files.checkpoint)
+            network = ckpt_io.load_network(loaded, settings.network, settings.source)
+            mano_data = mano_lib.mano_from_state_dict(loaded.state_dict, source=str(files.checkpoint))
+            if mano_data is None:
+                if files.mano_pkl is None:
+                    raise MissingFileError(f'{files.checkpoint} carries no MANO buffers and no MANO_RIGHT.pkl was '
+                                           'found: put it at data/mano/MANO_RIGHT.pkl in the data folder or pass '
+                                           '--mano')
+                mano_data = mano_lib.load_mano_pkl(files.mano_pkl)
         description = (f'HaMeR from {files.checkpoint} (config: {settings.source}; MANO: {mano_data.source}; '
                        f'{len(loaded.skipped_keys)} training-only entries skipped)')
         log.info('%s', description)
