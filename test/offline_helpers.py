@@ -192,3 +192,19 @@ def decoded_frames(path: Path) -> list:
         if not ok:
             return frames
         frames.append(image)
+
+
+def png_of_zeros(path: Path, width: int, height: int) -> Path:
+    """A valid PNG of black pixels, written row by row (a few kB even when it decodes to hundreds of MB)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    packer, row, parts = zlib.compressobj(9), bytes(1 + 3 * width), []
+    for _ in range(height):
+        parts.append(packer.compress(row))
+    parts.append(packer.flush())
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0))
+                     + chunk(b'IDAT', b''.join(parts)) + chunk(b'IEND', b''))
+    return path

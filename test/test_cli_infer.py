@@ -364,11 +364,11 @@ def test_hand_free_frames_do_not_pile_up(tmp_path, data_dir, monkeypatch):
 
 
 def test_oversized_images_are_refused_before_decoding(tmp_path, data_dir, capsys):
-    from test_offline import _png_of_zeros
+    from offline_helpers import png_of_zeros
 
     folder = tmp_path / 'frames'
     folder.mkdir()
-    _png_of_zeros(folder / 'big.png', 4000, 3000)
+    png_of_zeros(folder / 'big.png', 4000, 3000)
     cv2.imwrite(str(folder / 'small.png'), synthetic_image())
     out = tmp_path / 'out'
     assert _infer(folder, '--out', out, '--landmarks-only', '--boxes', tmp_path / 'none.json') == 2    # no file

@@ -7,8 +7,8 @@ import pytest
 from hamer_ros import offline
 from hamer_ros.pipeline import faces_by_side
 
-from offline_helpers import (damaged_copy, decoded_frames, input_frame, model_frame, small_model, synthetic_image,
-                             write_camera_bag, write_numbered_video)
+from offline_helpers import (damaged_copy, decoded_frames, input_frame, model_frame, png_of_zeros, small_model,
+                             synthetic_image, write_camera_bag, write_numbered_video)
 
 
 @pytest.fixture(scope='module')
@@ -122,26 +122,10 @@ def test_camera_info_lookup_by_stamp_order(tmp_path):
         assert source._camera_info_at(times[2] + 10**12) is infos[2]
 
 
-def _png_of_zeros(path, width, height):
-    """A valid PNG of black pixels, written row by row (a few kB even when it decodes to hundreds of MB)."""
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
-    packer, row, parts = zlib.compressobj(9), bytes(1 + 3 * width), []
-    for _ in range(height):
-        parts.append(packer.compress(row))
-    parts.append(packer.flush())
-    path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0))
-                     + chunk(b'IDAT', b''.join(parts)) + chunk(b'IEND', b''))
-    return path
-
-
 def test_image_size_limit_is_read_from_the_header(tmp_path):
     from hamer_ros.image_header import declared_image_size
 
-    big = _png_of_zeros(tmp_path / 'big.png', 4000, 3000)        # 12 Mpx > the node's 8.3 Mpx; ~40 kB
+    big = png_of_zeros(tmp_path / 'big.png', 4000, 3000)        # 12 Mpx > the node's 8.3 Mpx; ~40 kB
     assert big.stat().st_size < 100_000 and declared_image_size(big.read_bytes()) == (4000, 3000)
     assert cv2.imread(str(big)).shape == (3000, 4000, 3), 'a real image that OpenCV would decode'
     cv2.imwrite(str(tmp_path / 'small.png'), synthetic_image())
