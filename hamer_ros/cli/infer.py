@@ -159,7 +159,8 @@ class InferRun:
             boxes = {'path': str(Path(args.boxes).resolve()),
                      'sha256': hashlib.sha256(Path(args.boxes).read_bytes()).hexdigest()}
         return {'input': str(Path(args.input).resolve()) if '://' not in args.input else args.input,
-                'topic': getattr(source, 'topic', None), 'camera_info_topic': getattr(source, 'camera_info_topic', None),
+                'topic': getattr(source, 'topic', None),
+                'camera_info_topic': getattr(source, 'camera_info_topic', None),
                 'format': args.format, 'mode': self.mode,
                 'model': model.describe() if model is not None else None,
                 'weights': model._description if model is not None else None,
