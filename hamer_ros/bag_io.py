@@ -21,12 +21,15 @@ import array
 import functools
 import os
 import shutil
+import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from hamer_ros.errors import InputError, MissingFileError
 
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
 CAMERA_INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
@@ -67,7 +70,7 @@ def message_definition_dir() -> Path:
     for folder in candidates:
         if all((folder / f'{name}.msg').is_file() for name in OUR_MESSAGES):
             return folder
-    raise FileNotFoundError(
+    raise MissingFileError(
         f'cannot find the hamer_ros message definitions ({", ".join(n + ".msg" for n in OUR_MESSAGES)}); '
         'looked in '
         + ', '.join(str(c) for c in candidates) + '. Reinstall hamer_ros (pip install . or colcon build)')
@@ -224,24 +227,35 @@ class BagMessage:
 
 
 class BagReader:
-    """One rosbag2 bag (a bag folder, or a single .mcap/.db3 file), read in log-time order."""
+    """One rosbag2 bag (a bag folder, or a single .mcap/.db3 file), read in log-time order.
+
+    An MCAP bag that rosbags cannot open because its file ends early (a recorder killed mid-write: no summary,
+    no footer) is read by `TruncatedMcap` instead: every message in the readable part comes out, `damage` says
+    what was lost, and `unreadable(topic)` counts the messages that metadata.yaml announces beyond it."""
 
     def __init__(self, path):
         from rosbags.rosbag2 import Reader
         from rosbags.rosbag2.errors import ReaderError
 
         self.path = Path(path)
+        self.damage: Optional[str] = None
+        self._salvaged: Optional[TruncatedMcap] = None
         try:
             self._reader = Reader(self.path)
             self._reader.open()
         except FileNotFoundError:
-            raise FileNotFoundError(f'bag {self.path} does not exist') from None
+            raise MissingFileError(f'bag {self.path} does not exist') from None
         except ReaderError as exc:
-            raise ValueError(f'cannot open {self.path} as a rosbag2 bag (sqlite3 or MCAP): {exc}') from None
+            self._salvaged = TruncatedMcap.open_or_none(self.path)
+            if self._salvaged is None:
+                raise InputError(f'cannot open {self.path} as a rosbag2 bag (sqlite3 or MCAP): {exc}') from None
+            self.damage = f'{self._salvaged.damage} (rosbags: {exc})'
 
     @property
     def topics(self) -> Dict[str, Tuple[str, int]]:
         """topic -> (message type, message count)."""
+        if self._salvaged is not None:
+            return self._salvaged.topics
         return {topic: (info.msgtype, info.msgcount) for topic, info in self._reader.topics.items()}
 
     def image_topic(self, topic: Optional[str]) -> str:
@@ -252,33 +266,197 @@ class BagReader:
         if topic is None:
             if len(images) == 1:
                 return next(iter(images))
-            raise ValueError(f'{self.path} has {len(images)} image topics ({listing}): choose one with --topic')
+            raise InputError(f'{self.path} has {len(images)} image topics ({listing}): choose one with --topic')
         if topic not in images:
             what = f'is a {self.topics[topic][0]} topic' if topic in self.topics else 'is not in the bag'
-            raise ValueError(f'topic {topic} {what}; the image topics of {self.path} are: {listing}')
+            raise InputError(f'topic {topic} {what}; the image topics of {self.path} are: {listing}')
         return topic
 
     def count(self, topic: str) -> int:
         return self.topics[topic][1]
 
-    def messages(self, topics: Sequence[str]) -> Iterator[BagMessage]:
-        """Messages of `topics` in log-time order; an undecodable message comes with its error instead."""
+    def unreadable(self, topic: str) -> int:
+        """Messages of `topic` the bag announces but that lie beyond the readable part (0 for an intact bag)."""
+        return self._salvaged.unreadable(topic) if self._salvaged is not None else 0
+
+    def _raw(self, topics: Sequence[str]) -> Iterator[Tuple[str, str, int, bytes]]:
+        """(topic, message type, log time, CDR bytes) of `topics`, in log-time order."""
+        if self._salvaged is not None:
+            yield from self._salvaged.messages(topics)
+            return
         connections = [c for c in self._reader.connections if c.topic in topics]
         for connection, log_time, raw in self._reader.messages(connections=connections):
+            yield connection.topic, connection.msgtype, int(log_time), raw
+
+    def messages(self, topics: Sequence[str]) -> Iterator[BagMessage]:
+        """Messages of `topics` in log-time order; an undecodable message comes with its error instead."""
+        for topic, msgtype, log_time, raw in self._raw(topics):
             try:
-                message, error = deserialize(raw, connection.msgtype), None
+                message, error = deserialize(raw, msgtype), None
             except Exception as exc:    # noqa: BLE001 - one corrupt message must not end the bag
-                message, error = None, f'cannot decode the {connection.msgtype} message: {exc}'
-            yield BagMessage(connection.topic, connection.msgtype, int(log_time), message, error)
+                message, error = None, f'cannot decode the {msgtype} message: {exc}'
+            yield BagMessage(topic, msgtype, log_time, message, error)
 
     def log_times(self, topic: str, limit: int) -> List[int]:
         """Log times of the first `limit` messages of `topic`, read without decoding the messages."""
-        connections = [c for c in self._reader.connections if c.topic == topic]
-        return [int(log_time) for _, (_, log_time, _) in zip(range(limit),
-                                                             self._reader.messages(connections=connections))]
+        return [log_time for _, (_, _, log_time, _) in zip(range(limit), self._raw([topic]))]
 
     def close(self) -> None:
-        self._reader.close()
+        if self._salvaged is None:
+            self._reader.close()
+
+
+class TruncatedMcap:
+    """The readable part of an MCAP bag whose file(s) end early, read record by record from the start.
+
+    MCAP layout relied on (the MCAP specification, foxglove/mcap docs/specification/README.md): an 8-byte magic,
+    then records of opcode (uint8), length (uint64, little endian) and content; Schema (0x03: id uint16, name,
+    encoding, data), Channel (0x04: id uint16, schema id uint16, topic, message encoding, metadata), Message
+    (0x05: channel id uint16, sequence uint32, log time uint64, publish time uint64, data) and Chunk (0x06:
+    start/end time uint64, uncompressed size uint64, crc uint32, compression string, then the inner records as
+    a uint64-sized byte array). Strings and byte arrays carry a uint32 length. A whole chunk is decompressed as
+    rosbags does; the cut chunk is read as far as it goes when uncompressed (a compressed cut chunk is lost)."""
+
+    MAGIC = b'\x89MCAP0\r\n'
+    MAX_RECORD = 1 << 32     # a length beyond this (or beyond the file) is damage, not a record to allocate
+
+    def __init__(self, files: List[Path], announced: Optional[Dict[str, Tuple[str, int]]]):
+        self.files = files
+        self.announced = announced
+        self._schemas: Dict[int, str] = {}
+        self._channels: Dict[int, Tuple[str, str]] = {}
+        self.damage = ''
+        counts: Dict[str, int] = {}
+        for _, topic, _, _ in self._scan(None):
+            counts[topic] = counts.get(topic, 0) + 1
+        self.readable = counts
+        types = {topic: msgtype for topic, msgtype in self._channels.values()}
+        types.update({topic: msgtype for topic, (msgtype, _) in (announced or {}).items()})
+        self.topics = {topic: (msgtype, max(counts.get(topic, 0), (announced or {}).get(topic, ('', 0))[1]))
+                       for topic, msgtype in types.items()}
+
+    @classmethod
+    def open_or_none(cls, path: Path) -> Optional['TruncatedMcap']:
+        """The salvage reader for an MCAP bag (a .mcap file, or a folder of them with or without metadata.yaml)
+        that starts like MCAP and ends early; None for anything else (another format, an intact file)."""
+        path = Path(path)
+        files = [path] if path.is_file() and path.suffix == '.mcap' else \
+            sorted(path.glob('*.mcap')) if path.is_dir() else []
+        if not files or any(not cls._starts_like_mcap(f) for f in files):
+            return None
+        reader = cls(files, cls._announced(path))
+        return reader if reader.damage else None
+
+    @classmethod
+    def _starts_like_mcap(cls, path: Path) -> bool:
+        with open(path, 'rb') as f:
+            return f.read(len(cls.MAGIC)) == cls.MAGIC
+
+    @staticmethod
+    def _announced(path: Path) -> Optional[Dict[str, Tuple[str, int]]]:
+        """topic -> (type, count) from the bag's metadata.yaml, when it has a readable one."""
+        import yaml
+
+        metadata = path / 'metadata.yaml' if path.is_dir() else None
+        if metadata is None or not metadata.is_file():
+            return None
+        try:
+            info = yaml.safe_load(metadata.read_text())['rosbag2_bagfile_information']
+            return {entry['topic_metadata']['name']: (entry['topic_metadata']['type'], int(entry['message_count']))
+                    for entry in info['topics_with_message_count']}
+        except (yaml.YAMLError, KeyError, TypeError, ValueError, OSError):
+            return None
+
+    def unreadable(self, topic: str) -> int:
+        return max(0, self.topics.get(topic, ('', 0))[1] - self.readable.get(topic, 0))
+
+    def messages(self, topics: Sequence[str]) -> Iterator[Tuple[str, str, int, bytes]]:
+        for _, topic, log_time, data in self._scan(set(topics)):
+            yield topic, self._channels_type(topic), log_time, data
+
+    def _channels_type(self, topic: str) -> str:
+        return next(msgtype for t, msgtype in self._channels.values() if t == topic)
+
+    # -------------------------------------------------------------------------------------------- scanning
+
+    def _scan(self, topics) -> Iterator[Tuple[int, str, int, bytes]]:
+        """(channel id, topic, log time, data) of every readable message (of `topics`, None: all), file by file;
+        sets `damage` at the first record that runs past the end of its file."""
+        for path in self.files:
+            with open(path, 'rb') as f:
+                size = f.seek(0, 2)
+                f.seek(len(self.MAGIC))
+                while True:
+                    head = f.read(9)
+                    if len(head) < 9:
+                        if head or f.tell() < size:
+                            self._damaged(path, f.tell() - len(head), 'a record header is cut')
+                        elif not self.damage:
+                            self._damaged(path, size, 'the file ends without its footer')
+                        break
+                    opcode, length = head[0], struct.unpack_from('<Q', head, 1)[0]
+                    if opcode == 0x02:     # footer: this file is complete
+                        break
+                    cut = length > self.MAX_RECORD or f.tell() + length > size
+                    content = f.read(min(length, max(0, size - f.tell())))
+                    if opcode == 0x06:
+                        yield from self._chunk(content, cut, topics, path)
+                    elif not cut:
+                        yield from self._record(opcode, content, topics)
+                    if cut:
+                        self._damaged(path, f.tell() - len(content) - 9, 'a record is cut')
+                        break
+
+    def _damaged(self, path: Path, offset: Optional[int], what: str) -> None:
+        if not self.damage:
+            where = f'is truncated at byte {offset} ({what}: the recording was cut, no footer)' \
+                if offset is not None else f'is damaged ({what})'
+            self.damage = f'{path} {where}; the readable messages are read'
+
+    def _record(self, opcode: int, content: bytes, topics) -> Iterator[Tuple[int, str, int, bytes]]:
+        if opcode == 0x03:
+            schema_id = struct.unpack_from('<H', content)[0]
+            self._schemas[schema_id] = _mcap_string(content, 2)[0]
+        elif opcode == 0x04:
+            channel_id, schema_id = struct.unpack_from('<HH', content)
+            topic, _ = _mcap_string(content, 4)
+            self._channels[channel_id] = (topic, self._schemas.get(schema_id, ''))
+        elif opcode == 0x05 and len(content) >= 22:
+            channel_id, _, log_time, _ = struct.unpack_from('<HIQQ', content)
+            topic = self._channels.get(channel_id, ('', ''))[0]
+            if topics is None or topic in topics:
+                yield channel_id, topic, log_time, content[22:]
+
+    def _chunk(self, content: bytes, cut: bool, topics, path: Path) -> Iterator[Tuple[int, str, int, bytes]]:
+        from rosbags.rosbag2.storage_mcap import decompress
+
+        if len(content) < 32:
+            return
+        uncompressed_size, crc = struct.unpack_from('<QI', content, 16)
+        compression, offset = _mcap_string(content, 28)
+        records = content[offset + 8:]
+        if not cut:
+            try:
+                records = decompress(records, compression, uncompressed_size, crc)
+            except Exception:   # noqa: BLE001 - a damaged chunk: its messages are lost, later ones are read
+                self._damaged(path, None, 'a chunk does not decompress')
+                return
+        elif compression:
+            return
+        messages, position = [], 0
+        while position + 9 <= len(records):
+            opcode, length = records[position], struct.unpack_from('<Q', records, position + 1)[0]
+            if position + 9 + length > len(records):
+                break
+            messages.extend(self._record(opcode, records[position + 9:position + 9 + length], topics))
+            position += 9 + length
+        yield from sorted(messages, key=lambda m: m[2])
+
+
+def _mcap_string(buffer: bytes, offset: int) -> Tuple[str, int]:
+    """An MCAP string (uint32 length + UTF-8) at `offset`, and the offset after it."""
+    length = struct.unpack_from('<I', buffer, offset)[0]
+    return bytes(buffer[offset + 4:offset + 4 + length]).decode('utf-8', 'replace'), offset + 4 + length
 
 
 # ---------------------------------------------------------------------------------------------- writing

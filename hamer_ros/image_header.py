@@ -1,4 +1,5 @@
-"""The width and height a PNG or JPEG file declares in its header, read without decoding a single pixel.
+"""The width and height an image file declares in its header (PNG, JPEG; also BMP, WebP, PNM), read without
+decoding a single pixel.
 
 A compressed image can declare a size far beyond what its bytes suggest: a PNG of zeros compresses about 1000:1
 (deflate), so an 875 kB PNG declares 30000 x 30000 pixels and decoding it allocates gigabytes. Reading the declared
@@ -17,6 +18,13 @@ Formats (facts relied on):
   C9-CB, CD-CF; C4, C8 and CC are DHT, JPG and DAC) and reads: length (2), sample precision P (1), number of lines
   Y (2), samples per line X (2), ... Y = 0 means the height is given later by a DNL marker (B.2.5). The frame
   header comes before the first scan (SOS, FF DA), so the search stops there.
+- BMP: 'BM', then the BITMAPINFOHEADER's width and height as little-endian int32 at bytes 18 and 22 (a negative
+  height means top-down rows).
+- WebP (Google's WebP container and lossless bitstream specifications): a RIFF container of type 'WEBP' whose first
+  chunk is VP8X (canvas width - 1 and height - 1, 24-bit little-endian at bytes 24 and 27), VP8L (after the 0x2F
+  signature byte at 20, 14-bit width - 1 and height - 1) or VP8 (14-bit width and height at 26 and 28).
+- PNM (Netpbm): 'P1'..'P6', then width and height in ASCII, '#' comments allowed.
+Other formats (TIFF, ...) give None: the caller checks the decoded size instead.
 """
 from __future__ import annotations
 
@@ -32,18 +40,24 @@ _JPEG_START_OF_SCAN = 0xda
 
 
 def image_format(data: bytes) -> Optional[str]:
-    """'png' or 'jpeg' when `data` starts with that format's signature, else None."""
-    head = bytes(data[:8])
-    if head == PNG_SIGNATURE:
+    """'png', 'jpeg', 'bmp', 'webp' or 'pnm' when `data` starts with that format's signature, else None."""
+    head = bytes(data[:12])
+    if head[:8] == PNG_SIGNATURE:
         return 'png'
     if head[:2] == JPEG_SOI:
         return 'jpeg'
+    if head[:2] == b'BM':
+        return 'bmp'
+    if head[:4] == b'RIFF' and head[8:12] == b'WEBP':
+        return 'webp'
+    if len(head) > 2 and head[0] == ord('P') and chr(head[1]) in '123456':
+        return 'pnm'
     return None
 
 
 def declared_image_size(data: bytes) -> Optional[Tuple[int, int]]:
-    """(width, height) that the PNG IHDR or JPEG frame header of `data` declares; None when `data` is not a PNG or
-    JPEG, or its header is truncated, damaged or declares no size (zero width or height, JPEG height left to DNL).
+    """(width, height) that the header of `data` declares (module docstring); None when `data` is none of those
+    formats, or its header is truncated, damaged or declares no size (zero width or height, JPEG height left to DNL).
 
     Reads only the header bytes (bytes, bytearray, memoryview or a uint8 numpy array): no pixel is decoded, so the
     answer costs microseconds whatever the declared size."""
@@ -53,6 +67,16 @@ def declared_image_size(data: bytes) -> Optional[Tuple[int, int]]:
         return _png_size(view)
     if kind == 'jpeg':
         return _jpeg_size(view)
+    try:
+        if kind == 'bmp':
+            width, height = struct.unpack_from('<ii', view, 18)
+            return (width, abs(height)) if width > 0 and height != 0 else None
+        if kind == 'webp':
+            return _webp_size(view)
+        if kind == 'pnm':
+            return _pnm_size(bytes(view[:4096]))
+    except (struct.error, IndexError):
+        return None     # cut inside the header
     return None
 
 
@@ -90,4 +114,32 @@ def _jpeg_size(data: memoryview) -> Optional[Tuple[int, int]]:
             height, width = struct.unpack('>HH', data[position + 3:position + 7])
             return (width, height) if width > 0 and height > 0 else None
         position += length
+    return None
+
+
+def _webp_size(data) -> Optional[Tuple[int, int]]:
+    chunk = bytes(data[12:16])
+    if chunk == b'VP8X':
+        width = int.from_bytes(bytes(data[24:27]), 'little') + 1
+        height = int.from_bytes(bytes(data[27:30]), 'little') + 1
+        return width, height
+    if chunk == b'VP8L' and data[20] == 0x2F:
+        bits = struct.unpack_from('<I', data, 21)[0]
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b'VP8 ':
+        width, height = struct.unpack_from('<HH', data, 26)
+        return width & 0x3FFF, height & 0x3FFF
+    return None
+
+
+def _pnm_size(head: bytes) -> Optional[Tuple[int, int]]:
+    tokens = []
+    for line in head[2:].split(b'\n'):
+        tokens += line.split(b'#', 1)[0].split()
+        if len(tokens) >= 2:
+            try:
+                width, height = int(tokens[0]), int(tokens[1])
+            except ValueError:
+                return None
+            return (width, height) if width > 0 and height > 0 else None
     return None

@@ -10,6 +10,7 @@ rebuilds the outputs of finished frames from them instead of running the network
 """
 from __future__ import annotations
 
+import bisect
 import json
 import os
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import cv2
 import numpy as np
 
 from hamer_ros.camera_info import camera_info_intrinsics
+from hamer_ros.errors import InputError, MissingFileError, SetupError
 from hamer_ros.types import CameraIntrinsics, FrameResult, HandReconstruction, HandResult
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
@@ -64,23 +66,48 @@ class FrameSource:
         self.close()
 
 
-def _read_image(path: Path):
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+def _too_large(width: int, height: int, max_pixels: int, what: str) -> Optional[str]:
+    if width * height <= max_pixels:
+        return None
+    return (f'{what} is {width}x{height} = {width * height / 1e6:.1f} Mpx, more than the limit of '
+            f'{max_pixels / 1e6:.1f} Mpx: resize it, or raise the limit with --max-image-pixels')
+
+
+def read_image(path: Path, max_pixels: Optional[int] = None):
+    """(BGR image, None) or (None, why not) for an image file. Its size is read from the header first (PNG,
+    JPEG, BMP, WebP, PNM: `image_header`), so an image over `max_pixels` (default: the node's limit,
+    image_conversion.DEFAULT_MAX_PIXELS) is refused before it is decoded; other formats are checked once
+    decoded (OpenCV itself refuses images over 2**30 px)."""
+    from hamer_ros.image_conversion import DEFAULT_MAX_PIXELS
+    from hamer_ros.image_header import declared_image_size
+
+    max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return None, f'cannot read {path} ({exc.strerror})'
+    declared = declared_image_size(data)
+    if declared is not None and (error := _too_large(*declared, max_pixels, f'{path}')):
+        return None, error
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
         return None, f'cannot read {path} as an image (corrupt, or a format OpenCV does not read)'
-    return image, None
+    error = _too_large(image.shape[1], image.shape[0], max_pixels, f'{path}')
+    return (None, error) if error else (image, None)
 
 
 class ImageFilesSource(FrameSource):
     """One image, or the images of a folder in name order (`sequence`: frames of one camera at `fps`)."""
 
-    def __init__(self, path: Path, sequence: bool = False, fps: float = DEFAULT_FPS):
+    def __init__(self, path: Path, sequence: bool = False, fps: float = DEFAULT_FPS,
+                 max_pixels: Optional[int] = None):
         path = Path(path)
+        self.max_pixels = max_pixels
         if path.is_dir():
             self.kind = 'folder'
             self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             if not self.files:
-                raise FileNotFoundError(f'folder {path} holds no images ({", ".join(IMAGE_SUFFIXES)})')
+                raise MissingFileError(f'folder {path} holds no images ({", ".join(IMAGE_SUFFIXES)})')
         else:
             self.kind = 'image'
             self.files = [path]
@@ -94,7 +121,7 @@ class ImageFilesSource(FrameSource):
 
     def __iter__(self) -> Iterator[InputFrame]:
         for index, (path, stem) in enumerate(zip(self.files, self._stems)):
-            image, error = _read_image(path)
+            image, error = read_image(path, self.max_pixels)
             stamp = round(index * 1e9 / self.fps) if self.is_sequence else 0
             yield InputFrame(index, path.name, stem, stamp, image, error)
 
@@ -106,30 +133,65 @@ def capture_fps(capture) -> float:
 
 
 class VideoSource(FrameSource):
-    """A video file or stream through cv2.VideoCapture; stamps are index / fps (the container's rate)."""
+    """A video file or stream through cv2.VideoCapture; stamps are index / fps (the container's rate).
+
+    A frame that cannot be decoded (a corrupt middle, a truncated end) does not end the input: it comes out as a
+    failed frame with the reason, the reader seeks to the next frame and goes on, up to the number of frames the
+    container announces. After `MAX_CONSECUTIVE_FAILURES` failed frames in a row the rest of the announced frames
+    are reported failed without trying (a truncated file: seeking past its end finds nothing). A stream (no frame
+    count) ends at its first failed read."""
     kind = 'video'
     is_sequence = True
+    MAX_CONSECUTIVE_FAILURES = 64
 
-    def __init__(self, path):
+    def __init__(self, path, max_pixels: Optional[int] = None):
+        from hamer_ros.image_conversion import DEFAULT_MAX_PIXELS
+
         self.path = path
         self.capture = cv2.VideoCapture(str(path))
         if not self.capture.isOpened():
-            raise ValueError(f'cannot open {path} as a video (missing file, or a codec OpenCV lacks)')
+            raise InputError(f'cannot open {path} as a video (missing file, or a codec OpenCV lacks)')
+        width, height = (int(self.capture.get(p)) for p in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
+        too_large = _too_large(width, height, DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels,
+                               f'video {path}: its frame')
+        if too_large:
+            self.capture.release()
+            raise InputError(too_large)
         self.fps = capture_fps(self.capture)
         count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.total = count if count > 0 else None
         self.decoded = 0
+        self.failed = 0
         self.description = f'video {path} ({self.total or "?"} frames at {self.fps:.3g} fps)'
 
+    def _frame(self, index: int, image=None, error=None) -> InputFrame:
+        return InputFrame(index, str(index), f'{index:06d}', round(index * 1e9 / self.fps), image, error)
+
     def __iter__(self) -> Iterator[InputFrame]:
-        index = 0
+        index = failures_in_a_row = 0
         while True:
             ok, image = self.capture.read()
-            if not ok:
+            if ok:
+                self.decoded += 1
+                failures_in_a_row = 0
+                yield self._frame(index, image)
+                index += 1
+                continue
+            if self.total is None or index >= self.total:
+                break       # the end (of a stream, or of the frames the container announces)
+            failures_in_a_row += 1
+            if failures_in_a_row > self.MAX_CONSECUTIVE_FAILURES:
+                why = (f'not read: the {self.MAX_CONSECUTIVE_FAILURES} frames before could not be decoded either; the '
+                       f'file ends early (truncated?) although its container announces {self.total} frames')
+                for rest in range(index, self.total):
+                    self.failed += 1
+                    yield self._frame(rest, error=why)
                 break
-            self.decoded += 1
-            yield InputFrame(index, str(index), f'{index:06d}', round(index * 1e9 / self.fps), image)
+            self.failed += 1
+            yield self._frame(index, error=f'frame {index} of {self.total} cannot be decoded (corrupt or truncated '
+                              'video data); the next frames are read on')
             index += 1
+            self.capture.set(cv2.CAP_PROP_POS_FRAMES, index)
 
     def close(self) -> None:
         self.capture.release()
@@ -154,9 +216,12 @@ class BagSource(FrameSource):
     kind = 'bag'
     is_sequence = True
 
-    def __init__(self, path, topic: Optional[str] = None, camera_info_topic: Optional[str] = None):
+    def __init__(self, path, topic: Optional[str] = None, camera_info_topic: Optional[str] = None,
+                 max_pixels: Optional[int] = None):
         from hamer_ros import bag_io
+        from hamer_ros.image_conversion import DEFAULT_MAX_PIXELS
 
+        self.max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
         self.reader = bag_io.BagReader(path)
         try:
             self.topic = self.reader.image_topic(topic)
@@ -165,17 +230,22 @@ class BagSource(FrameSource):
                 default_camera_info_topic(self.topic)
             topics = self.reader.topics
             if camera_info_topic and topics.get(camera_info_topic, ('',))[0] != bag_io.CAMERA_INFO_TYPE:
-                raise ValueError(f'--camera-info-topic {camera_info_topic} is not a CameraInfo topic of {path}')
+                raise InputError(f'--camera-info-topic {camera_info_topic} is not a CameraInfo topic of {path}')
             self.camera_info_topic = info_topic if topics.get(info_topic, ('',))[0] == bag_io.CAMERA_INFO_TYPE \
                 else None
-            self._camera_infos = [(m.log_time_ns, m.message) for m in self.reader.messages([self.camera_info_topic])
-                                  if m.message is not None] if self.camera_info_topic else []
+            infos = [(m.log_time_ns, m.message) for m in self.reader.messages([self.camera_info_topic])
+                     if m.message is not None] if self.camera_info_topic else []
+            infos.sort(key=lambda pair: pair[0])
+            self._camera_info_times = [stamp for stamp, _ in infos]
+            self._camera_infos = [info for _, info in infos]
         except Exception:
             self.reader.close()
             raise
         self.fps = self._rate()
+        self.unreadable = self.reader.unreadable(self.topic)
         info = f', CameraInfo {self.camera_info_topic}' if self.camera_info_topic else ', no CameraInfo'
-        self.description = f'bag {path}: {self.topic} ({self.total} images{info})'
+        damage = f'; {self.reader.damage}' if self.reader.damage else ''
+        self.description = f'bag {path}: {self.topic} ({self.total} images{info}){damage}'
 
     def _rate(self) -> float:
         steps = np.diff(self.reader.log_times(self.topic, 50))
@@ -183,13 +253,16 @@ class BagSource(FrameSource):
         return float(1e9 / np.median(steps)) if steps.size else DEFAULT_FPS
 
     def _camera_info_at(self, log_time_ns: int):
-        before = [info for stamp, info in self._camera_infos if stamp <= log_time_ns]
-        return before[-1] if before else (self._camera_infos[0][1] if self._camera_infos else None)
+        """The latest CameraInfo recorded at or before `log_time_ns`, else the first one (binary search)."""
+        if not self._camera_infos:
+            return None
+        return self._camera_infos[max(0, bisect.bisect_right(self._camera_info_times, log_time_ns) - 1)]
 
     def __iter__(self) -> Iterator[InputFrame]:
         from hamer_ros import bag_io
         from hamer_ros.image_conversion import compressed_msg_to_bgr, image_msg_to_bgr
 
+        index = -1
         for index, item in enumerate(self.reader.messages([self.topic])):
             key, stem = str(index), f'{index:06d}'
             if item.message is None:
@@ -199,7 +272,7 @@ class BagSource(FrameSource):
             image, error = None, None
             try:
                 convert = compressed_msg_to_bgr if item.msgtype.endswith('CompressedImage') else image_msg_to_bgr
-                image = convert(item.message)
+                image = convert(item.message, self.max_pixels)
             except ValueError as exc:
                 error = str(exc)
             intrinsics = None
@@ -209,6 +282,10 @@ class BagSource(FrameSource):
             yield InputFrame(index, key, stem, bag_io.stamp_ns(header.stamp), image, error,
                              frame_id=header.frame_id or 'camera', log_time_ns=item.log_time_ns,
                              intrinsics=intrinsics)
+        # Messages the bag announces (metadata.yaml) beyond its readable part: one failed frame each.
+        for index in range(index + 1, index + 1 + self.unreadable):
+            yield InputFrame(index, str(index), f'{index:06d}', 0, None,
+                             f'not readable: {self.reader.damage}; this message lies beyond the readable part')
 
     def close(self) -> None:
         self.reader.close()
@@ -220,20 +297,21 @@ def is_bag(path: Path) -> bool:
 
 
 def open_source(path, topic: Optional[str] = None, camera_info_topic: Optional[str] = None,
-                sequence: bool = False, fps: float = DEFAULT_FPS) -> FrameSource:
+                sequence: bool = False, fps: float = DEFAULT_FPS, max_pixels: Optional[int] = None) -> FrameSource:
     """The right reader for `path`: a bag (folder with metadata.yaml, .mcap, .db3), a folder of images, an
-    image file, or else a video file / stream URL for OpenCV."""
+    image file, or else a video file / stream URL for OpenCV. Images over `max_pixels` (default: the node's
+    limit) are failed frames; a video whose frames are larger is refused."""
     text = str(path)
     path = Path(path)
     if '://' not in text and not path.exists():
-        raise FileNotFoundError(f'input {path} does not exist')
+        raise MissingFileError(f'input {path} does not exist')
     if is_bag(path):
-        return BagSource(path, topic, camera_info_topic)
+        return BagSource(path, topic, camera_info_topic, max_pixels)
     if topic:
-        raise ValueError(f'--topic is for bag input; {path} is not a rosbag2 bag')
+        raise InputError(f'--topic is for bag input; {path} is not a rosbag2 bag')
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
-        return ImageFilesSource(path, sequence, fps)
-    return VideoSource(text)
+        return ImageFilesSource(path, sequence, fps, max_pixels)
+    return VideoSource(text, max_pixels)
 
 
 # ================================================================================================= model
@@ -372,7 +450,7 @@ class RecordStore:
 
     def __init__(self, folder: Path, fmt: str = 'json'):
         if fmt not in ('json', 'npz'):
-            raise ValueError(f"--format must be 'json' or 'npz', got {fmt!r}")
+            raise InputError(f"--format must be 'json' or 'npz', got {fmt!r}")
         self.folder = Path(folder)
         self.fmt = fmt
 
@@ -415,7 +493,7 @@ class RecordStore:
                         record['hands'][int(index)][name] = data[key]
                 return record
         except (OSError, ValueError, KeyError) as exc:
-            raise ValueError(f'record {path} is unreadable ({exc}): delete it to recompute that frame') from exc
+            raise InputError(f'record {path} is unreadable ({exc}): delete it to recompute that frame') from exc
 
 
 # =============================================================================================== outputs
@@ -464,7 +542,7 @@ class OverlayVideo:
             self._writer = cv2.VideoWriter(str(self._temporary), cv2.VideoWriter_fourcc(*'mp4v'), self.fps,
                                            self._size)
             if not self._writer.isOpened():
-                raise RuntimeError(f'OpenCV cannot write the video {self.path}: use --overlay images')
+                raise SetupError(f'OpenCV cannot write the video {self.path}: use --overlay images')
         if (image.shape[1], image.shape[0]) != self._size:
             image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
         self._writer.write(image)

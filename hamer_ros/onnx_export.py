@@ -23,6 +23,8 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 import torch
 
+from hamer_ros.errors import InputError
+
 OUTPUT_NAMES = ('pred_cam', 'pred_cam_t', 'global_orient', 'hand_pose', 'betas', 'pred_vertices',
                 'pred_keypoints_3d', 'pred_keypoints_2d')
 INPUT_NAME = 'crops'
@@ -48,7 +50,7 @@ def export(model, path, opset: int = 17, trace_batch: int = 2) -> Path:
 
     path = Path(path)
     if path.suffix != '.onnx':
-        raise ValueError(f'the output file must end in .onnx, got {path}')
+        raise InputError(f'the output file must end in .onnx, got {path}')
     module = _ExportedOutputs(model.core).eval().to('cpu')
     example = torch.zeros(trace_batch, 3, model.settings.image_size, model.settings.image_size)
     weight_bytes = sum(t.numel() * t.element_size() for t in module.state_dict().values())

@@ -9,11 +9,16 @@ The data folder has the official `_DATA` layout (hamer_ros.hamer.checkpoint) at 
 MANO_RIGHT.pkl is optional: the released checkpoint carries MANO as buffers (SPEC §1.1).
 
 Archives are extracted member by member into a staging folder and refused as a whole when any member has an
-absolute path, a `..` component, or is a link or device: nothing can land outside the data folder. Files are
-moved into place only after the whole archive was read, each with an atomic rename.
+absolute path, a `..` component, or is a link or device (nothing can land outside the data folder), appears
+twice, declares a size far beyond the official archive's (`MAX_MEMBER_BYTES` and the totals below), or does not
+fit the free disk space (checked from its header, before it is written). Zip archives are refused with what to do
+instead. The staged files are verified (checkpoint, config, MANO) together with the installed files they do not
+replace, and moved into place only when they pass, each with an atomic rename: a garbage checkpoint never
+replaces a working one.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tarfile
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, List, Optional
 
+from hamer_ros.errors import InputError, MissingFileError, SetupError
 from hamer_ros.hamer.checkpoint import CHECKPOINT_IN_DATA_DIR, MANO_IN_DATA_DIR, MODEL_CONFIG_NAME
 
 # geopavlakos/hamer, fetch_demo_data.sh (`?dl=1` asks the file host for the file rather than its web page).
@@ -52,13 +58,45 @@ class Check:
 
 # ------------------------------------------------------------------------------------------- extraction
 
+# Bounds for what an archive may hold, far beyond the official one, so that a crafted or damaged archive (a
+# sparse member declaring 50 GB, a small gzip of many GB of zeros, millions of empty members) is refused from
+# its headers instead of filling the disk. Sizes assumed for the official hamer_demo_data.tar.gz: its largest
+# member is hamer.ckpt, 2.7 GB; the parts hamer_ros uses (hamer_ckpts/, data/) are about 2.8 GB; the whole
+# archive, ViTPose weights included, under 10 GB; a few dozen members.
+MAX_MEMBER_BYTES = 8 << 30        # one member (declared size in its header)
+MAX_INSTALL_BYTES = 12 << 30      # all members written (the used parts)
+MAX_ARCHIVE_BYTES = 32 << 30      # all members read, skipped ones included
+MAX_MEMBERS = 100_000
+FREE_SPACE_MARGIN = 256 << 20     # left free on the disk after a member is written
+
+_ZIP_MAGIC = (b'PK\x03\x04', b'PK\x05\x06')
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES)
+
+
+def _gb(size: int) -> str:
+    return f'{size / 1e9:.1f} GB'
+
+
+def _free_bytes(folder: Path) -> int:
+    return shutil.disk_usage(folder).free
+
+
+def _check_free_space(folder: Path, needed: int, what: str) -> None:
+    """Refuse before writing `needed` bytes into `folder` when the disk has not that much (plus a margin)."""
+    free = _free_bytes(folder)
+    if needed + FREE_SPACE_MARGIN > free:
+        raise SetupError(f'not enough free disk space in {folder}: {what} needs {_gb(needed)}, '
+                         f'{_gb(free)} free. Free some space (or install elsewhere with --data-dir). '
+                         'Nothing was installed')
+
+
 def _relative_data_path(name: str, where: str) -> Optional[PurePosixPath]:
     """Where an archive member goes inside the data folder (None: not a part hamer_ros uses).
 
-    Raises ValueError for names that could escape the destination."""
+    Raises InputError for names that could escape the destination."""
     path = PurePosixPath(name)
     if path.is_absolute() or name.startswith(('/', '\\')) or '..' in path.parts:
-        raise ValueError(f'{where}: refused: member {name!r} has an absolute path or a ".." component '
+        raise InputError(f'{where}: refused: member {name!r} has an absolute path or a ".." component '
                          '(a damaged or malicious archive). Nothing was installed')
     parts = [p for p in path.parts if p not in ('.', '')]
     if '_DATA' in parts:
@@ -68,35 +106,95 @@ def _relative_data_path(name: str, where: str) -> Optional[PurePosixPath]:
     return PurePosixPath(*parts)
 
 
+class _StagedFiles:
+    """The data paths written into the staging folder, refusing the same path twice and a path that is both a
+    file and a folder: the archive as a whole is refused, before anything is installed."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.paths: List[PurePosixPath] = []
+        self._files = set()
+        self._folders = set()
+
+    def add(self, relative: PurePosixPath, member_name: str) -> None:
+        if relative in self._files:
+            raise InputError(f'{self.where}: refused: {relative} appears twice in the archive (member '
+                             f'{member_name!r}); the official archive holds each file once. Nothing was installed')
+        parents = set(relative.parents) - {PurePosixPath('.')}
+        if relative in self._folders or parents & self._files:
+            raise InputError(f'{self.where}: refused: {relative} (member {member_name!r}) is both a file and a '
+                             'folder in the archive. Nothing was installed')
+        self._files.add(relative)
+        self._folders |= parents
+        self.paths.append(relative)
+
+
+def _refuse_unsupported_archive(archive: Path) -> None:
+    with open(archive, 'rb') as f:
+        magic = f.read(4)
+    if magic in _ZIP_MAGIC:
+        raise InputError(f'{archive} is a zip archive: setup-weights reads the official hamer_demo_data.tar.gz '
+                         '(or a .tar). Unpack the zip and pass its _DATA folder with --from, or download the '
+                         'official archive again')
+
+
 def _extract_tarball(archive: Path, staging: Path, log: Log) -> List[PurePosixPath]:
     """The used members of a (compressed) tarball, written under `staging`; returns their data paths."""
-    written, skipped = [], set()
+    _refuse_unsupported_archive(archive)
+    staged, skipped = _StagedFiles(str(archive)), set()
+    members = read_bytes = written_bytes = 0
     try:
         # Streaming mode: one pass over a multi-GB archive, no seeking.
         with tarfile.open(archive, mode='r|*') as tar:
             for member in tar:
+                members += 1
                 relative = _relative_data_path(member.name, str(archive))
                 if not (member.isfile() or member.isdir()):
-                    raise ValueError(f'{archive}: refused: member {member.name!r} is a link or a special file; '
+                    raise InputError(f'{archive}: refused: member {member.name!r} is a link or a special file; '
                                      'the official archive holds plain files only. Nothing was installed')
+                read_bytes += member.size
+                if members > MAX_MEMBERS or member.size > MAX_MEMBER_BYTES or read_bytes > MAX_ARCHIVE_BYTES:
+                    raise InputError(
+                        f'{archive}: refused: ' + (
+                            f'more than {MAX_MEMBERS} members' if members > MAX_MEMBERS else
+                            f'member {member.name!r} declares {_gb(member.size)}, more than the '
+                            f'{_gb(MAX_MEMBER_BYTES)} allowed for one file' if member.size > MAX_MEMBER_BYTES else
+                            f'its members hold more than {_gb(MAX_ARCHIVE_BYTES)} in all')
+                        + ' (the official archive holds a few dozen files, the largest hamer.ckpt of 2.7 GB). '
+                        'Nothing was installed')
                 if member.isdir():
                     continue
                 if relative is None:
                     skipped.add('/'.join(PurePosixPath(member.name).parts[:2]))
                     continue
+                staged.add(relative, member.name)
+                written_bytes += member.size
+                if written_bytes > MAX_INSTALL_BYTES:
+                    raise InputError(f'{archive}: refused: the parts hamer_ros uses hold more than '
+                                     f'{_gb(MAX_INSTALL_BYTES)} (about 2.8 GB in the official archive). '
+                                     'Nothing was installed')
+                _check_free_space(staging, member.size, f'{relative}')
                 target = staging / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 source = tar.extractfile(member)
-                with open(target, 'wb') as out:
-                    shutil.copyfileobj(source, out, length=16 << 20)
-                written.append(relative)
+                try:
+                    with open(target, 'wb') as out:
+                        shutil.copyfileobj(source, out, length=16 << 20)
+                except OSError as exc:
+                    if exc.errno not in _WRITE_ERRNOS:
+                        raise       # reading the archive failed
+                    raise SetupError(f'cannot write {target} ({exc.strerror}): free some space or install '
+                                     'elsewhere with --data-dir. Nothing was installed') from None
                 log(f'  extracted {relative} ({member.size / 1e6:.1f} MB)')
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise ValueError(f'{archive}: cannot be read as a tarball ({exc}); the file is damaged or truncated: '
+    except (tarfile.TarError, EOFError) as exc:
+        raise InputError(f'{archive}: cannot be read as a tarball ({exc}); the file is damaged or truncated: '
+                         'download it again') from None
+    except OSError as exc:     # zlib/bz2/lzma errors while decompressing
+        raise InputError(f'{archive}: cannot be read as a tarball ({exc}); the file is damaged or truncated: '
                          'download it again') from None
     if skipped:
         log(f'  skipped (not used by hamer_ros): {", ".join(sorted(skipped))}')
-    return written
+    return staged.paths
 
 
 def _collect_folder(folder: Path, staging: Path, log: Log) -> List[PurePosixPath]:
@@ -104,8 +202,8 @@ def _collect_folder(folder: Path, staging: Path, log: Log) -> List[PurePosixPath
     the same file system (no second copy of 2.7 GB), else copied."""
     root = folder / '_DATA' if (folder / '_DATA').is_dir() else folder
     if not any((root / name).is_dir() for name in USED_FOLDERS):
-        raise FileNotFoundError(f'{folder} holds neither _DATA/ nor hamer_ckpts/ or data/: give the official '
-                                '_DATA folder (or the hamer_demo_data.tar.gz tarball)')
+        raise MissingFileError(f'{folder} holds neither _DATA/ nor hamer_ckpts/ or data/: give the official '
+                               '_DATA folder (or the hamer_demo_data.tar.gz tarball)')
     written = []
     for name in USED_FOLDERS:
         for path in sorted((root / name).rglob('*')) if (root / name).is_dir() else ():
@@ -118,6 +216,7 @@ def _collect_folder(folder: Path, staging: Path, log: Log) -> List[PurePosixPath
                 os.link(path.resolve(), target)
                 how = 'linked'
             except OSError:
+                _check_free_space(staging, path.stat().st_size, f'copying {relative}')
                 shutil.copyfile(path, target)
                 how = 'copied'
             written.append(relative)
@@ -125,12 +224,45 @@ def _collect_folder(folder: Path, staging: Path, log: Log) -> List[PurePosixPath
     return written
 
 
+# Verification lines and the data file each one judges: a file from the source whose line fails is not installed.
+_CHECKED_FILES = {'HaMeR checkpoint': PurePosixPath(CHECKPOINT_IN_DATA_DIR.as_posix()),
+                  'model_config.yaml': PurePosixPath(CHECKPOINT_IN_DATA_DIR.parent.parent.as_posix(),
+                                                     MODEL_CONFIG_NAME),
+                  'MANO': PurePosixPath(MANO_IN_DATA_DIR.as_posix())}
+
+
+def _verify_staging(source: Path, staging: Path, data_dir: Path, written: List[PurePosixPath]) -> None:
+    """Check the install-to-be before it replaces anything: the staged files, completed by the installed files
+    they do not replace (hard links), verified as a data folder. A checkpoint, config or MANO file from the
+    source that fails its check refuses the whole install: the current install stays as it is."""
+    for name in USED_FOLDERS:
+        for path in sorted((data_dir / name).rglob('*')) if (data_dir / name).is_dir() else ():
+            target = staging / path.relative_to(data_dir)
+            if path.is_file() and not target.exists():
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.link(path, target)
+                except OSError:
+                    pass    # a file/folder clash, or another file system: the new files are verified on their own
+    new = set(written)
+    for check in verify(staging):
+        if not check.ok and check.required and _CHECKED_FILES.get(check.name) in new:
+            detail = check.detail.replace(str(staging), str(data_dir))
+            raise InputError(f'{source}: refused: its {_CHECKED_FILES[check.name]} does not pass verification '
+                             f'({detail}); the data folder {data_dir} was left as it was. Download the archive '
+                             'again')
+
+
 def install(source, data_dir, log: Log = print) -> List[Path]:
-    """Install HaMeR's data from a tarball or folder into `data_dir`; returns the installed files."""
+    """Install HaMeR's data from a tarball or folder into `data_dir`; returns the installed files.
+
+    The files are extracted into a staging folder inside `data_dir`, verified there (together with the installed
+    files they do not replace), and only then moved into place: a refused or damaged source leaves the data
+    folder as it was."""
     source, data_dir = Path(source).expanduser(), Path(data_dir).expanduser()
     if not source.exists():
-        raise FileNotFoundError(f'{source} does not exist: give the path of hamer_demo_data.tar.gz or of a _DATA '
-                                'folder')
+        raise MissingFileError(f'{source} does not exist: give the path of hamer_demo_data.tar.gz or of a _DATA '
+                               'folder')
     if source.is_dir() and (source.resolve() == data_dir.resolve() or
                             (source / '_DATA').resolve() == data_dir.resolve()):
         log(f'{source} is the data folder itself: nothing to install')
@@ -144,8 +276,14 @@ def install(source, data_dir, log: Log = print) -> List[Path]:
         written = (_collect_folder(source, staging, log) if source.is_dir()
                    else _extract_tarball(source, staging, log))
         if not written:
-            raise ValueError(f'{source} holds none of {", ".join(f"_DATA/{n}/" for n in USED_FOLDERS)}: is it '
+            raise InputError(f'{source} holds none of {", ".join(f"_DATA/{n}/" for n in USED_FOLDERS)}: is it '
                              'the HaMeR demo data (hamer_demo_data.tar.gz)?')
+        _verify_staging(source, staging, data_dir, written)
+        for relative in written:    # refuses a path that is a file here but a folder in the source, before moving
+            for parent in [data_dir / p for p in reversed(relative.parents) if str(p) != '.']:
+                if parent.exists() and not parent.is_dir():
+                    raise InputError(f'{data_dir}: {parent} is a file where {source} has a folder: move it away '
+                                     'and run setup-weights again. Nothing was installed')
         installed = []
         for relative in written:
             target = data_dir / relative
@@ -175,7 +313,7 @@ def download(url: str, folder: Path, log: Log = print, timeout: float = 30.0) ->
     except (urllib.error.URLError, OSError, ValueError) as exc:
         partial.unlink(missing_ok=True)
         reason = getattr(exc, 'reason', exc)
-        raise RuntimeError(
+        raise SetupError(
             f'cannot download the HaMeR demo data from {url} ({reason}). On a machine with internet access '
             f'download it (the official fetch_demo_data.sh does: wget {url.split("?")[0]}), copy the file here '
             'and run: python -m hamer_ros setup-weights --from hamer_demo_data.tar.gz') from None

@@ -153,3 +153,58 @@ def write_camera_bag(path: Path, images, storage: str = 'mcap', compressed: bool
             raw = (extra_raw or {}).get(index, bag_io.serialize(message))
             writer.write(images_conn, stamp + 1000, raw)
     return path
+
+
+def write_numbered_video(path: Path, fourcc: str = 'MJPG', frames: int = 60, size=(160, 120), fps: float = 30.0
+                         ) -> Path:
+    """A video of `frames` textured frames, each with its number drawn on it."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    for i in range(frames):
+        image = synthetic_image(*size, seed=i)
+        cv2.putText(image, str(i), (10, size[1] // 2), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (255, 255, 255), 3)
+        writer.write(image)
+    writer.release()
+    return path
+
+
+def damaged_copy(source: Path, target: Path, keep: float = None, garbage: tuple = None) -> Path:
+    """A copy of `source` cut after the fraction `keep` of its bytes (truncated), or with the byte range
+    `garbage` = (start fraction, length fraction) overwritten by seeded random bytes (a corrupt middle)."""
+    data = bytearray(Path(source).read_bytes())
+    if keep is not None:
+        data = data[:int(len(data) * keep)]
+    if garbage is not None:
+        start, length = int(len(data) * garbage[0]), int(len(data) * garbage[1])
+        data[start:start + length] = np.random.default_rng(0).integers(0, 256, length, dtype=np.uint8).tobytes()
+    Path(target).write_bytes(bytes(data))
+    return Path(target)
+
+
+def decoded_frames(path: Path) -> list:
+    """Every frame OpenCV decodes from an intact video, in order."""
+    import cv2
+
+    capture, frames = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            return frames
+        frames.append(image)
+
+
+def png_of_zeros(path: Path, width: int, height: int) -> Path:
+    """A valid PNG of black pixels, written row by row (a few kB even when it decodes to hundreds of MB)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    packer, row, parts = zlib.compressobj(9), bytes(1 + 3 * width), []
+    for _ in range(height):
+        parts.append(packer.compress(row))
+    parts.append(packer.flush())
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0))
+                     + chunk(b'IDAT', b''.join(parts)) + chunk(b'IEND', b''))
+    return path

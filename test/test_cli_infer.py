@@ -242,3 +242,145 @@ def test_landmarks_only_without_weights(tmp_path, sample_photo, capsys):
     assert not (out / 'meshes').exists(), 'no meshes without weights'
     overlay = cv2.imread(str(out / 'overlays' / f'{photo.stem}.jpg'))
     assert overlay.shape == cv2.imread(str(photo)).shape
+
+
+# ------------------------------------------------------------------------ damaged inputs, resuming exactly
+
+def test_damaged_video_loses_no_frame(tmp_path, data_dir, boxes_file, capsys):
+    from offline_helpers import damaged_copy, write_numbered_video
+
+    video = damaged_copy(write_numbered_video(tmp_path / 'full.avi'), tmp_path / 'truncated.avi', keep=0.5)
+    out = tmp_path / 'out'
+    assert _infer(video, '--out', out, '--data-dir', data_dir, '--boxes', boxes_file, '--overlay', 'none') == 0
+    records = _records(out)
+    assert sorted(records) == [f'{i:06d}' for i in range(60)], 'one record per frame the container announces'
+    failed = [r for r in records.values() if r['status'] == 'failed']
+    assert 10 <= len(failed) < 60 and all('cannot be decoded' in r['error'] for r in failed)
+    summary = json.loads((out / 'summary.json').read_text())
+    assert (summary['frames'], summary['announced_frames'], summary['failed']) == (60, 60, len(failed))
+    assert f'60 frames: {60 - len(failed) - summary["no_hands"]} with hands' in capsys.readouterr().out
+
+
+def _comparable(folder):
+    """Everything a run leaves that must not depend on interruptions: records (without timings), OBJ files."""
+    records = _records(folder)
+    for record in records.values():
+        record.pop('timings_ms')
+    meshes = {p.name: p.read_bytes() for p in sorted((folder / 'meshes').glob('*.obj'))}
+    return records, meshes
+
+
+def _kill_at(emitted: int, args):
+    """Run `infer args` in a child process killed with SIGKILL right after its `emitted`-th record."""
+    code = ('import os, signal, sys\nfrom hamer_ros.cli import main\nfrom hamer_ros.cli.infer import InferRun\n'
+            'emit, done = InferRun._emit, []\n'
+            'def dying(self, *args):\n    emit(self, *args)\n    done.append(1)\n'
+            f'    if len(done) == {emitted}:\n        os.kill(os.getpid(), signal.SIGKILL)\n'
+            'InferRun._emit = dying\nmain(sys.argv[1:])\n')
+    return subprocess.run([sys.executable, '-c', code, 'infer', *[str(a) for a in args], '--quiet'],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.mediapipe
+def test_resume_after_kill_equals_an_uninterrupted_run_with_mediapipe(tmp_path, sample_photo, data_dir):
+    """MediaPipe in video mode tracks hands from frame to frame: a resumed run rebuilds that state (detection
+    runs again over the frames before the resume point) and gives exactly the uninterrupted run's results."""
+    from offline_helpers import demo_module
+
+    photo = cv2.imread(str(sample_photo('bus_man_both')))
+    video = tmp_path / 'hands.avi'
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'MJPG'), 15.0, (640, 480))
+    # 30 frames of slow panning: MediaPipe's tracking carries over (started fresh mid-way, boxes move by pixels).
+    for frame in demo_module().make_sequence(photo, count=30):
+        writer.write(frame)
+    writer.release()
+    common = [video, '--data-dir', data_dir, '--save-mesh', '--batch-size', 1, '--overlay', 'none']
+    reference = tmp_path / 'reference'
+    assert _infer(*common, '--out', reference) == 0
+    records, meshes = _comparable(reference)
+    assert len(records) == 30 and sum(len(r['hands']) for r in records.values()) >= 30
+    for emitted in (3, 15, 24):
+        out = tmp_path / f'killed_{emitted}'
+        result = _kill_at(emitted, [*common, '--out', out])
+        assert result.returncode == -9, result.stderr
+        assert len(_records(out)) == emitted
+        assert _infer(*common, '--out', out, '--resume') == 0
+        ours, our_meshes = _comparable(out)
+        assert ours == records, f'killed after {emitted} frames'
+        assert our_meshes == meshes, f'killed after {emitted} frames'
+        assert json.loads((out / 'summary.json').read_text())['resumed'] == emitted
+
+
+def test_resume_refuses_other_settings_and_recomputes_damaged_records(tmp_path, reference_run, camera_bag, data_dir,
+                                                                      boxes_file, capsys):
+    out = tmp_path / 'out'
+    common = [camera_bag, '--out', out, '--data-dir', data_dir, '--boxes', boxes_file, '--batch-size', 1]
+    assert _infer(*common) == 0
+    capsys.readouterr()
+    for other, name in ((['--mirrored'], 'mirrored'), (['--intrinsics', 500, 500, 160, 120], 'intrinsics'),
+                        (['--landmarks-only'], 'mode'), (['--num-hands', 1], 'num_hands')):
+        assert _infer(*common, *other, '--resume') == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f'hamer_ros infer: error: --resume: {out} holds a run with other {name}'), err
+    other_boxes = tmp_path / 'boxes.json'
+    other_boxes.write_text(boxes_file.read_text().replace('0.8', '0.7'))
+    assert _infer(*common[:-4], '--boxes', other_boxes, '--batch-size', 1, '--resume') == 2
+    assert 'other boxes' in capsys.readouterr().err
+    # Damaged records ({} from a crash of another tool, cut JSON, another frame's record) are computed again.
+    (out / 'results' / '000001.json').write_text('{}')
+    (out / 'results' / '000002.json').write_text('{"format": "hamer_ros.fra')
+    (out / 'results' / '000004.json').write_text((out / 'results' / '000005.json').read_text())
+    assert _infer(*common, '--resume') == 0
+    printed = capsys.readouterr().out
+    assert printed.count('recomputing frame') == 3
+    ours, reference = _records(out), _records(reference_run)
+    for stem in reference:
+        ours[stem].pop('timings_ms'), reference[stem].pop('timings_ms')
+        assert ours[stem] == reference[stem], stem
+    assert json.loads((out / 'summary.json').read_text())['resumed'] == 2    # 0 and 5; 3 failed: tried again
+
+
+def test_hand_free_frames_do_not_pile_up(tmp_path, data_dir, monkeypatch):
+    """Frames wait for a HaMeR batch only while earlier frames with hands do: a long hand-free input keeps no
+    frames (and their images) in memory. benchmarks/bench_infer_memory.py measures the peak RSS."""
+    from offline_helpers import write_numbered_video
+
+    video = write_numbered_video(tmp_path / 'no_hands.avi', frames=200)
+    boxes = tmp_path / 'boxes.json'
+    boxes.write_text(json.dumps({'*': [], '150': [{'box_xyxy': [10, 10, 60, 70], 'side': 'left'}],
+                                 '151': [{'box_xyxy': [10, 10, 60, 70], 'side': 'left'}]}))
+    waiting, flush = [], InferRun._flush
+
+    def measured_flush(self):
+        waiting.append(len(self._pending))
+        flush(self)
+    monkeypatch.setattr(InferRun, '_flush', measured_flush)
+    out = tmp_path / 'out'
+    assert _infer(video, '--out', out, '--data-dir', data_dir, '--boxes', boxes, '--batch-size', 4,
+                  '--overlay', 'none') == 0
+    assert max(waiting) <= 4, f'at most --batch-size frames wait, not {max(waiting)}'
+    records = _records(out)
+    assert len(records) == 200 and [len(records[f'{i:06d}']['hands']) for i in (149, 150, 151, 152)] == [0, 1, 1, 0]
+
+
+def test_oversized_images_are_refused_before_decoding(tmp_path, data_dir, capsys):
+    from offline_helpers import png_of_zeros
+
+    folder = tmp_path / 'frames'
+    folder.mkdir()
+    png_of_zeros(folder / 'big.png', 4000, 3000)
+    cv2.imwrite(str(folder / 'small.png'), synthetic_image())
+    out = tmp_path / 'out'
+    assert _infer(folder, '--out', out, '--landmarks-only', '--boxes', tmp_path / 'none.json') == 2    # no file
+    (tmp_path / 'none.json').write_text('{"*": []}')
+    assert _infer(folder, '--out', out, '--landmarks-only', '--boxes', tmp_path / 'none.json') == 0
+    records = _records(out)
+    assert records['big']['status'] == 'failed' and 'more than the limit of 8.3 Mpx' in records['big']['error']
+    assert records['small']['status'] == 'no_hands'
+    capsys.readouterr()
+    assert main(['detect', '--image', str(folder / 'big.png'), '--out', str(tmp_path / 'd.json')]) == 2
+    assert 'big.png is 4000x3000 = 12.0 Mpx, more than the limit of 8.3 Mpx' in capsys.readouterr().err
+    assert main(['predict', '--image', str(folder / 'big.png'), '--box', '1', '2', '30', '40', '--side', 'left',
+                 '--data-dir', str(data_dir), '--out', str(tmp_path / 'p.npz'), '--max-image-pixels',
+                 '1000000']) == 2
+    assert 'more than the limit of 1.0 Mpx' in capsys.readouterr().err and not (tmp_path / 'p.npz').exists()

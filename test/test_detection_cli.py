@@ -65,7 +65,7 @@ def test_detect_errors_are_clear_and_exit_2(tmp_path, sample_photo, capsys):
     not_an_image = tmp_path / 'notes.txt'
     not_an_image.write_text('hello')
     assert main(['detect', '--image', str(not_an_image), '--out', str(out)]) == 2
-    assert 'is not an image OpenCV can read' in capsys.readouterr().err
+    assert 'notes.txt as an image (corrupt, or a format OpenCV does not read)' in capsys.readouterr().err
     assert main(['detect', '--image', str(sample_photo('bus_man_left')), '--model', str(not_an_image),
                  '--out', str(out)]) == 2
     assert 'is not a readable zip bundle' in capsys.readouterr().err

@@ -7,7 +7,8 @@ import pytest
 from hamer_ros import offline
 from hamer_ros.pipeline import faces_by_side
 
-from offline_helpers import input_frame, model_frame, small_model, synthetic_image, write_camera_bag
+from offline_helpers import (damaged_copy, decoded_frames, input_frame, model_frame, png_of_zeros, small_model,
+                             synthetic_image, write_camera_bag, write_numbered_video)
 
 
 @pytest.fixture(scope='module')
@@ -43,6 +44,110 @@ def test_video_source_stamps_from_its_rate(tmp_path):
         frames = list(source)
     assert [f.stamp_ns for f in frames] == [i * 40_000_000 for i in range(6)]
     assert [f.stem for f in frames] == [f'{i:06d}' for i in range(6)] and frames[0].image.shape == (120, 160, 3)
+
+
+def test_video_source_reads_past_corrupt_and_truncated_frames(tmp_path, monkeypatch):
+    """Every frame the container announces comes out, decoded or failed with the reason; reading goes on past a
+    corrupt middle (seeking), and the frames after it are the right ones."""
+    for fourcc, suffix in (('MJPG', '.avi'), ('mp4v', '.mp4')):
+        full = write_numbered_video(tmp_path / f'full{suffix}', fourcc)
+        reference = decoded_frames(full)
+        assert len(reference) == 60
+        # (A truncated MP4 written by OpenCV lacks its index, which comes last: it cannot be opened at all.)
+        for name, damage in (('truncated', dict(keep=0.5)), ('corrupt_middle', dict(garbage=(0.4, 0.1)))):
+            if (name, suffix) == ('truncated', '.mp4'):
+                continue
+            path = damaged_copy(full, tmp_path / f'{name}{suffix}', **damage)
+            with offline.open_source(path) as source:
+                assert source.total == 60
+                frames = list(source)
+            assert [f.index for f in frames] == list(range(60)), f'{name}{suffix}: every announced frame'
+            failed = [f for f in frames if f.image is None]
+            assert failed and all('cannot be decoded' in f.error for f in failed), f'{name}{suffix}'
+            assert source.decoded + source.failed == 60 and source.failed == len(failed)
+            if name == 'truncated':
+                assert 20 <= source.decoded < 60
+                for frame in frames[:source.decoded - 1]:     # the last one may be cut inside its data
+                    np.testing.assert_array_equal(frame.image, reference[frame.index])
+            elif suffix == '.mp4':
+                # After the corrupt part the reader is back on the right frames.
+                assert all(f.image is not None for f in frames[-10:])
+                for frame in frames[-10:]:
+                    np.testing.assert_array_equal(frame.image, reference[frame.index])
+    # A long run of failures: the rest of the announced frames is reported without trying each.
+    monkeypatch.setattr(offline.VideoSource, 'MAX_CONSECUTIVE_FAILURES', 5)
+    with offline.open_source(tmp_path / 'truncated.avi') as source:
+        frames = list(source)
+    assert len(frames) == 60 and source.decoded + source.failed == 60
+    assert 'the file ends early (truncated?) although its container announces 60 frames' in frames[-1].error
+    assert sum('cannot be decoded' in (f.error or '') for f in frames) == 5
+
+
+def test_truncated_mcap_bag_gives_its_readable_frames_and_the_rest_failed(tmp_path):
+    images = [synthetic_image(seed=i) for i in range(8)]
+    bag = write_camera_bag(tmp_path / 'bag', images)
+    mcap = next(bag.glob('*.mcap'))
+    damaged_copy(mcap, mcap, keep=0.8)       # killed recorder: no summary, no footer
+    with offline.open_source(bag) as source:
+        assert source.total == 8 and 'is truncated at byte' in source.description
+        frames = list(source)
+    assert [f.index for f in frames] == list(range(8))
+    readable = [f for f in frames if f.image is not None]
+    assert 5 <= len(readable) < 8 and frames[:len(readable)] == readable
+    for frame in readable:
+        np.testing.assert_array_equal(frame.image, images[frame.index])
+        assert frame.intrinsics.fx == 500.0 and frame.stamp_ns == 1_700_000_000_000_000_000 + frame.index * 33_333_333
+    assert all('not readable' in f.error and 'truncated' in f.error for f in frames[len(readable):])
+    # Without metadata.yaml (a lone .mcap file) the readable frames still come out.
+    lone = tmp_path / 'lone.mcap'
+    lone.write_bytes(mcap.read_bytes())
+    with offline.open_source(lone) as source:
+        lone_frames = list(source)
+    assert len(lone_frames) == len(readable)
+    np.testing.assert_array_equal(lone_frames[-1].image, readable[-1].image)
+    # An MCAP file cut inside its header is still refused with a clear message.
+    (tmp_path / 'tiny.mcap').write_bytes(mcap.read_bytes()[:5])
+    with pytest.raises(ValueError, match='cannot open .* as a rosbag2 bag'):
+        offline.open_source(tmp_path / 'tiny.mcap')
+
+
+def test_camera_info_lookup_by_stamp_order(tmp_path):
+    """The latest CameraInfo recorded at or before each image (else the first), found by binary search."""
+    images = [synthetic_image(64, 48, seed=i) for i in range(3)]
+    with offline.open_source(write_camera_bag(tmp_path / 'bag', images)) as source:
+        times, infos = source._camera_info_times, source._camera_infos
+        assert times == sorted(times) and len(infos) == 3
+        assert source._camera_info_at(times[0] - 1) is infos[0]
+        assert source._camera_info_at(times[1]) is infos[1] and source._camera_info_at(times[1] + 5) is infos[1]
+        assert source._camera_info_at(times[2] + 10**12) is infos[2]
+
+
+def test_image_size_limit_is_read_from_the_header(tmp_path):
+    from hamer_ros.image_header import declared_image_size
+
+    big = png_of_zeros(tmp_path / 'big.png', 4000, 3000)        # 12 Mpx > the node's 8.3 Mpx; ~40 kB
+    assert big.stat().st_size < 100_000 and declared_image_size(big.read_bytes()) == (4000, 3000)
+    assert cv2.imread(str(big)).shape == (3000, 4000, 3), 'a real image that OpenCV would decode'
+    cv2.imwrite(str(tmp_path / 'small.png'), synthetic_image())
+    cv2.imwrite(str(tmp_path / 'small.tiff'), synthetic_image())    # no header parser: checked once decoded
+    with offline.open_source(tmp_path) as source:
+        frames = {f.key: f for f in source}
+    assert frames['big.png'].image is None
+    assert '4000x3000 = 12.0 Mpx, more than the limit of 8.3 Mpx' in frames['big.png'].error
+    assert '--max-image-pixels' in frames['big.png'].error
+    assert frames['small.png'].image.shape == (240, 320, 3) and frames['small.tiff'].image is not None
+    with offline.open_source(tmp_path, max_pixels=12_000_000) as source:
+        assert all(f.image is not None for f in source)
+    with offline.open_source(tmp_path, max_pixels=50_000) as source:
+        errors = {f.key: f.error for f in source}
+    assert all('Mpx, more than the limit of 0.1 Mpx' in e for e in errors.values()), errors
+    # Videos: the frame size is known when the file is opened; bags: each message (raw Image: its header).
+    video = write_numbered_video(tmp_path / 'clip.avi', frames=3)
+    with pytest.raises(ValueError, match='its frame is 160x120 = 0.0 Mpx, more than the limit'):
+        offline.open_source(video, max_pixels=1000)
+    bag = write_camera_bag(tmp_path / 'bag', [synthetic_image(seed=i) for i in range(2)])
+    with offline.open_source(bag, max_pixels=1000) as source:
+        assert all('more than the limit' in f.error for f in source)
 
 
 def test_bag_source_images_compressed_camera_info_and_corrupt_messages(tmp_path):

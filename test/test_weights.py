@@ -150,3 +150,115 @@ def test_without_network_the_download_fails_with_the_alternative(tmp_path, capsy
     assert 'cannot download the HaMeR demo data' in err and 'setup-weights --from hamer_demo_data.tar.gz' in err
     assert not list(tmp_path.rglob('*.partial')) and not list(tmp_path.rglob('*.tar.gz'))
     assert weights.OFFICIAL_URL.startswith('https://') and 'hamer_demo_data.tar.gz' in weights.OFFICIAL_URL
+
+
+# ---------------------------------------------------------------------------- hostile and broken archives
+
+def _installed(tmp_path, small_with_mano):
+    """A working install, to check that a refused archive leaves it exactly as it was."""
+    data_dir = tmp_path / 'installed' / '_DATA'
+    weights.install(small_with_mano, data_dir, log=lambda _: None)
+    files = {p.relative_to(data_dir): p.read_bytes() for p in data_dir.rglob('*') if p.is_file()}
+    assert weights.ready(weights.verify(data_dir)) and files
+    return data_dir, files
+
+
+def _assert_unchanged(data_dir, files):
+    now = {p.relative_to(data_dir): p.read_bytes() for p in data_dir.rglob('*') if p.is_file()}
+    assert now == files and not list(data_dir.glob('.*'))
+    assert weights.ready(weights.verify(data_dir))
+
+
+def _header_only_member(name, size):
+    """A tar header declaring `size` bytes and no data at all (as a 226-byte sparse or truncated archive)."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return info.tobuf(format=tarfile.GNU_FORMAT)
+
+
+def test_member_declaring_a_huge_size_is_refused_from_its_header(tmp_path, small_with_mano):
+    data_dir, files = _installed(tmp_path, small_with_mano)
+    for name in ('_DATA/hamer_ckpts/checkpoints/hamer.ckpt', '_DATA/vitpose_ckpts/huge.pth'):    # used or skipped
+        archive = tmp_path / 'huge.tar.gz'
+        import gzip
+        archive.write_bytes(gzip.compress(_header_only_member(name, 50 * 10**9)))
+        with pytest.raises(ValueError, match='declares 50.0 GB, more than the 8.6 GB allowed for one file'
+                           ) as error:
+            weights.install(archive, data_dir, log=lambda _: None)
+        assert 'hamer.ckpt of 2.7 GB' in str(error.value) and 'Nothing was installed' in str(error.value)
+        _assert_unchanged(data_dir, files)
+
+
+def test_archive_totals_are_bounded(tmp_path, small_with_mano, monkeypatch):
+    data_dir, files = _installed(tmp_path, small_with_mano)
+    blob = os.urandom(1 << 20)
+    archive = _tarball(tmp_path / 'many.tar.gz', small_with_mano,
+                       extra=[(f'_DATA/vitpose_ckpts/part{i}.bin', blob) for i in range(6)])
+    monkeypatch.setattr(weights, 'MAX_ARCHIVE_BYTES', 5 << 20)
+    with pytest.raises(ValueError, match='its members hold more than 0.0 GB in all'):
+        weights.install(archive, data_dir, log=lambda _: None)
+    monkeypatch.setattr(weights, 'MAX_ARCHIVE_BYTES', 1 << 30)
+    monkeypatch.setattr(weights, 'MAX_INSTALL_BYTES', 1 << 10)
+    with pytest.raises(ValueError, match='the parts hamer_ros uses hold more than'):
+        weights.install(archive, data_dir, log=lambda _: None)
+    _assert_unchanged(data_dir, files)
+
+
+def test_free_space_is_checked_before_writing(tmp_path, small_with_mano, monkeypatch, capsys):
+    data_dir, files = _installed(tmp_path, small_with_mano)
+    archive = _tarball(tmp_path / 'ok.tar.gz', small_with_mano)
+    written = []
+    monkeypatch.setattr(weights, '_free_bytes', lambda folder: written.append(folder) or 1 << 20)
+    assert main(['setup-weights', '--from', str(archive), '--data-dir', str(data_dir)]) == 2
+    err = capsys.readouterr().err
+    assert 'not enough free disk space' in err and 'hamer.ckpt needs' in err and '0.0 GB free' in err
+    assert err.count('\n') == 1, 'one line, no traceback'
+    assert written and all(folder.name == '.setup-weights.partial' for folder in written)
+    _assert_unchanged(data_dir, files)
+
+
+def test_duplicate_paths_and_file_folder_clashes_are_refused_whole(tmp_path, small_with_mano):
+    data_dir, files = _installed(tmp_path, small_with_mano)
+    for extra, message in (
+            ([('_DATA/data/mano_mean_params.npz', b'first'), ('_DATA/hamer_ckpts/model_config.yaml', b'MODEL: {}'),
+              ('_DATA/data/mano_mean_params.npz', b'second')], 'hamer_ckpts/model_config.yaml appears twice'),
+            ([('_DATA/hamer_ckpts/model_config.yaml/x', b'x')], 'is both a file and a folder')):
+        archive = _tarball(tmp_path / 'dup.tar.gz', small_with_mano, extra=extra)
+        with pytest.raises(ValueError, match=message) as error:
+            weights.install(archive, data_dir, log=lambda _: None)
+        assert 'damaged or truncated' not in str(error.value) and 'Nothing was installed' in str(error.value)
+        _assert_unchanged(data_dir, files)
+        assert not (data_dir / 'data').exists()
+
+
+def test_zip_archive_is_named_as_unsupported(tmp_path, small_with_mano, capsys):
+    import zipfile
+    archive = tmp_path / 'hamer_demo_data.zip'
+    with zipfile.ZipFile(archive, 'w') as z:
+        for path in small_with_mano.rglob('*'):
+            if path.is_file():
+                z.write(path, f'_DATA/{path.relative_to(small_with_mano)}')
+    assert main(['setup-weights', '--from', str(archive), '--data-dir', str(tmp_path / 'd')]) == 2
+    err = capsys.readouterr().err
+    assert 'is a zip archive' in err and 'Unpack the zip and pass its _DATA folder with --from' in err
+    assert 'truncated' not in err
+
+
+def test_garbage_checkpoint_never_replaces_a_working_install(tmp_path, small_with_mano):
+    data_dir, files = _installed(tmp_path, small_with_mano)
+    garbage = tmp_path / 'garbage' / '_DATA'
+    shutil.copytree(small_with_mano, garbage)
+    (garbage / 'hamer_ckpts' / 'checkpoints' / 'hamer.ckpt').write_bytes(b'not a checkpoint' * 100)
+    archive = _tarball(tmp_path / 'garbage.tar.gz', garbage)
+    with pytest.raises(ValueError, match='hamer_ckpts/checkpoints/hamer.ckpt does not pass verification'
+                       ) as error:
+        weights.install(archive, data_dir, log=lambda _: None)
+    assert 'left as it was' in str(error.value) and '.setup-weights.partial' not in str(error.value)
+    _assert_unchanged(data_dir, files)
+    # Into an empty folder the garbage is not installed either; a good archive still installs over a good one.
+    with pytest.raises(ValueError, match='does not pass verification'):
+        weights.install(archive, tmp_path / 'empty', log=lambda _: None)
+    assert not (tmp_path / 'empty' / 'hamer_ckpts').exists()
+    assert len(weights.install(_tarball(tmp_path / 'good.tar.gz', small_with_mano), data_dir,
+                               log=lambda _: None)) == len(files)
+    _assert_unchanged(data_dir, files)

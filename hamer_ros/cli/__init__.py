@@ -3,6 +3,9 @@ import argparse
 import importlib
 import sys
 
+from hamer_ros.errors import UserError
+
+
 # command name -> module under hamer_ros.cli exposing add_arguments(parser) and run(args) -> int
 COMMANDS = {
     'predict': ('predict', 'run HaMeR on given boxes of one image and write the raw outputs (.npz)'),
@@ -38,7 +41,8 @@ def main(argv=None) -> int:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        # Errors of ours carry what to do; a traceback would only hide it.
+    except UserError as exc:
+        # The package's own user errors carry what to do; a traceback would only hide it. Anything else (a
+        # bug here, or an error inside PyTorch/NumPy/OpenCV) propagates with its traceback.
         print(f'hamer_ros {args.command}: error: {exc}', file=sys.stderr)
         return 2

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hamer_ros.cli.infer import add_image_size_argument
+from hamer_ros.errors import InputError, MissingFileError
+
 
 def add_arguments(parser) -> None:
     parser.add_argument('--image', required=True, type=Path, help='image file (anything OpenCV reads)')
@@ -18,6 +21,7 @@ def add_arguments(parser) -> None:
     parser.add_argument('--model', type=Path, default=None,
                         help='hand_landmarker.task to use (default: built once into the hamer_ros cache)')
     parser.add_argument('--num-hands', type=int, default=2, help='most hands to report (default 2)')
+    add_image_size_argument(parser)
     parser.add_argument('--min-detection-confidence', type=float, default=0.5,
                         help='MediaPipe palm detection threshold (default 0.5)')
     parser.add_argument('--min-presence-confidence', type=float, default=0.5,
@@ -25,15 +29,14 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import cv2
-
     from hamer_ros.detection import HandDetector, detection_to_json
+    from hamer_ros.offline import read_image
 
     if not args.image.is_file():
-        raise FileNotFoundError(f'image {args.image} does not exist')
-    image = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
+        raise MissingFileError(f'image {args.image} does not exist')
+    image, error = read_image(args.image, args.max_image_pixels)
     if image is None:
-        raise ValueError(f'{args.image} is not an image OpenCV can read (PNG, JPEG, ...)')
+        raise InputError(error)
     with HandDetector(model_path=args.model, num_hands=args.num_hands, mirrored=args.mirrored,
                       min_detection_confidence=args.min_detection_confidence,
                       min_presence_confidence=args.min_presence_confidence) as detector:

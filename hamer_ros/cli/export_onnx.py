@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hamer_ros.errors import SetupError
+
 
 def add_arguments(parser) -> None:
     parser.epilog = ('The exported graph is float32 (loaded on the CPU in fp32): --precision fp16/bf16/int8 of '
@@ -41,7 +43,7 @@ def run(args) -> int:
     try:
         import onnx  # noqa: F401 - checked here for a clear message
     except ImportError:
-        raise RuntimeError('export-onnx needs the onnx package: pip install onnx onnxruntime') from None
+        raise SetupError('export-onnx needs the onnx package: pip install onnx onnxruntime') from None
     model = HamerModel.load(args.data_dir, args.checkpoint, args.mano, device='cpu')
     print(f'exporting {model.describe()}')
     start = time.perf_counter()
@@ -55,7 +57,7 @@ def run(args) -> int:
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
-        raise RuntimeError('checking the export needs onnxruntime: pip install onnxruntime (or pass --no-check)') \
+        raise SetupError('checking the export needs onnxruntime: pip install onnxruntime (or pass --no-check)') \
             from None
     differences = onnx_export.compare(path, model)
     print(f'onnxruntime vs PyTorch on random crops, batch 1 and 3:\n  {"output":<18} {"max abs diff":>13} '

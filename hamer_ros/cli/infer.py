@@ -22,6 +22,12 @@ import shutil
 import time
 from pathlib import Path
 
+from hamer_ros.errors import InputError, SetupError
+
+# run.json entries that must be equal for --resume to continue a run: the results depend on each of them.
+RESUME_SETTINGS = ('input', 'topic', 'camera_info_topic', 'format', 'mode', 'weights', 'precision', 'intrinsics',
+                   'mirrored', 'num_hands', 'boxes', 'sequence', 'fps')
+
 # Names this command writes in DIR (and the only ones --overwrite removes).
 RESULTS, OVERLAYS, MESHES, BAG, VIDEO, RUN_FILE, SUMMARY_FILE = (
     'results', 'overlays', 'meshes', 'hands', 'overlay.mp4', 'run.json', 'summary.json')
@@ -53,10 +59,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--fps', type=float, default=30.0, help='frame rate of a --sequence folder (default 30)')
     parser.add_argument('--num-hands', type=int, default=2, help='most hands MediaPipe reports per frame')
     parser.add_argument('--mirrored', action='store_true', help='selfie-view input: swap the detected sides back')
+    add_image_size_argument(parser)
     add_model_arguments(parser)
     parser.add_argument('--resume', action='store_true', help='continue an interrupted run in --out')
     parser.add_argument('--overwrite', action='store_true', help='replace the results of an earlier run in --out')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
+
+
+def add_image_size_argument(parser: argparse.ArgumentParser) -> None:
+    """--max-image-pixels (shared with `detect` and `predict`)."""
+    parser.add_argument('--max-image-pixels', type=int, metavar='PIXELS',
+                        help="larger images are refused, from their header before decoding where the format allows "
+                        "(default: the node's max_image_pixels default, 3840x2160)")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,12 +99,15 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
-        raise ValueError(f'--batch-size must be at least 1, got {args.batch_size}')
+        raise InputError(f'--batch-size must be at least 1, got {args.batch_size}')
     if args.resume and args.overwrite:
-        raise ValueError('--resume and --overwrite exclude each other')
+        raise InputError('--resume and --overwrite exclude each other')
     from hamer_ros.offline import open_source
 
-    with open_source(args.input, args.topic, args.camera_info_topic, args.sequence, args.fps) as source:
+    if args.max_image_pixels is not None and args.max_image_pixels < 1:
+        raise InputError(f'--max-image-pixels must be at least 1, got {args.max_image_pixels}')
+    with open_source(args.input, args.topic, args.camera_info_topic, args.sequence, args.fps,
+                     args.max_image_pixels) as source:
         return InferRun(args, source).run()
 
 
@@ -115,17 +132,43 @@ class InferRun:
                     elif target.exists():
                         target.unlink()
             elif self.args.resume:
-                earlier = json.loads(run_file.read_text())
-                changed = [k for k in ('input', 'topic', 'format', 'mode') if earlier.get(k) != manifest.get(k)]
+                try:
+                    earlier = json.loads(run_file.read_text())
+                except ValueError as exc:
+                    raise InputError(f'--resume: {run_file} is unreadable ({exc}): use --overwrite to start over') \
+                        from None
+                # Every setting that changes the results; one missing from an older run.json is not compared.
+                changed = [k for k in RESUME_SETTINGS if k in earlier and earlier[k] != manifest.get(k)]
                 if changed:
-                    raise ValueError(f'--resume: {out} holds a run with other {", ".join(changed)} '
+                    raise InputError(f'--resume: {out} holds a run with other {", ".join(changed)} '
                                      f'({", ".join(f"{k}={earlier.get(k)!r}" for k in changed)}); '
                                      'use another --out, or --overwrite to start over')
             else:
-                raise ValueError(f'{out} holds the results of an earlier run: pass --resume to continue it or '
+                raise InputError(f'{out} holds the results of an earlier run: pass --resume to continue it or '
                                  '--overwrite to replace it')
         out.mkdir(parents=True, exist_ok=True)
         (out / RUN_FILE).write_text(json.dumps(manifest, indent=1))
+
+    def _manifest(self, model) -> dict:
+        """run.json: how this run was made (RESUME_SETTINGS are compared by --resume)."""
+        import hashlib
+
+        args, source = self.args, self.source
+        boxes = None
+        if args.boxes is not None:
+            boxes = {'path': str(Path(args.boxes).resolve()),
+                     'sha256': hashlib.sha256(Path(args.boxes).read_bytes()).hexdigest()}
+        return {'input': str(Path(args.input).resolve()) if '://' not in args.input else args.input,
+                'topic': getattr(source, 'topic', None),
+                'camera_info_topic': getattr(source, 'camera_info_topic', None),
+                'format': args.format, 'mode': self.mode,
+                'model': model.describe() if model is not None else None,
+                'weights': model._description if model is not None else None,
+                'precision': args.precision if model is not None else None,
+                'intrinsics': list(args.intrinsics) if args.intrinsics else None,
+                'mirrored': bool(args.mirrored), 'num_hands': args.num_hands, 'boxes': boxes,
+                'sequence': bool(source.is_sequence), 'fps': source.fps,
+                'batch_size': args.batch_size}
 
     def _make_pipeline(self, model):
         from hamer_ros.pipeline import HandPipeline
@@ -137,8 +180,8 @@ class InferRun:
                 detector = HandDetector(running_mode='video' if self.source.is_sequence else 'image',
                                         num_hands=self.args.num_hands, mirrored=self.args.mirrored)
             except ImportError as exc:
-                raise RuntimeError(f'MediaPipe is not installed ({exc}): pip install mediapipe, or give the hands '
-                                   'with --boxes FILE') from exc
+                raise SetupError(f'MediaPipe is not installed ({exc}): pip install mediapipe, or give the hands '
+                                 'with --boxes FILE') from exc
         if self.source.is_sequence:
             from hamer_ros.tracking import HandTracker
             tracker = HandTracker()
@@ -162,10 +205,7 @@ class InferRun:
             self.boxes = load_boxes_file(args.boxes)
         model = load_model_or_none(args)
         self.mode = 'hamer' if model is not None else 'landmarks_only'
-        self._prepare_folder({'input': str(Path(args.input).resolve()) if '://' not in args.input else args.input,
-                              'topic': getattr(source, 'topic', None), 'format': args.format, 'mode': self.mode,
-                              'model': model.describe() if model is not None else None,
-                              'batch_size': args.batch_size})
+        self._prepare_folder(self._manifest(model))
         print(f'input: {source.description}\nmodel: {model.describe() if model else "none (landmarks-only)"}')
         self.pipeline = self._make_pipeline(model)
         self.faces = faces_by_side(model.faces) if model is not None else None
@@ -178,7 +218,7 @@ class InferRun:
         self.bag = HandsBag(args.out / BAG, self.faces) if source.kind == 'bag' and not args.no_bag else None
         self.counts = dict(frames=0, ok=0, no_hands=0, failed=0, resumed=0, hands=0)
         self.frame_seconds = []
-        self._pending = []
+        self._pending, self._pending_crops = [], 0
         start = time.perf_counter()
         interrupted = False
         with contextlib.ExitStack() as closing:
@@ -205,39 +245,42 @@ class InferRun:
         """One input frame: resumed from its record, recorded as failed, or queued for the next batch."""
         self.counts['frames'] += 1
         if self.args.resume and self.store.exists(item.stem):
-            try:
-                record = self.store.read(item.stem)
-            except ValueError as exc:
-                record = None
-                print(f'recomputing frame {item.key}: {exc}')
-            if record is not None and record['status'] != 'failed':     # failures are tried again
+            record, frame = self._finished(item)
+            if frame is not None:
                 self._flush()
-                self._replay(item, record)
+                self._replay(item, record, frame)
                 return
         if item.image is None:
             self._flush()
             self._emit_failed(item, item.error)
             return
-        detections = None
-        if self.args.boxes is not None:
-            from hamer_ros.detection import boxes_for_frame
-            detections = boxes_for_frame(self.boxes, item.key)
         started = time.perf_counter()
         try:
-            frame, detections = self.pipeline.find_hands(item.image, item.stamp_ns, self.intrinsics or
-                                                         item.intrinsics, detections)
+            frame, detections = self._detect(item)
         except Exception as exc:    # noqa: BLE001 - a frame that fails is recorded, the run goes on
             self._flush()
             self._emit_failed(item, f'detection failed: {type(exc).__name__}: {exc}')
             return
         timings = {f'{name}_ms': seconds * 1e3 for name, seconds in self.pipeline.last_timings.items()}
         self._pending.append((item, frame, detections, timings, time.perf_counter() - started))
-        if sum(len(d) for _, _, d, _, _ in self._pending) >= self.args.batch_size:
+        self._pending_crops += len(detections)
+        # Batches hold at most --batch-size crops and --batch-size frames; frames without a hand wait only for
+        # earlier frames with hands (kept in order), so memory stays bounded on long hand-free inputs.
+        if self._pending_crops == 0 or self._pending_crops >= self.args.batch_size or \
+                len(self._pending) >= self.args.batch_size:
             self._flush()
+
+    def _detect(self, item):
+        """Detection (MediaPipe, or the --boxes file) and tracking of one frame: (frame, detections)."""
+        detections = None
+        if self.args.boxes is not None:
+            from hamer_ros.detection import boxes_for_frame
+            detections = boxes_for_frame(self.boxes, item.key)
+        return self.pipeline.find_hands(item.image, item.stamp_ns, self.intrinsics or item.intrinsics, detections)
 
     def _flush(self) -> None:
         """HaMeR on the crops of all pending frames in one forward, then their outputs in input order."""
-        pending, self._pending = self._pending, []
+        pending, self._pending, self._pending_crops = self._pending, [], 0
         if not pending:
             return
         model = self.pipeline.model
@@ -292,13 +335,32 @@ class InferRun:
         self.store.write(item.stem, record)     # last: a record means the frame's outputs are complete
         self._count(record)
 
-    def _replay(self, item, record) -> None:
-        """A frame finished by an earlier run: outputs rebuilt from its record; the tracker sees its hands so
-        that later frames keep their track ids."""
-        from hamer_ros.offline import record_to_frame
+    def _finished(self, item):
+        """(record, frame) of a frame an earlier run finished; (None, None) when it must be computed: no usable
+        record (unreadable, damaged, of another frame) or a failed one (failures are tried again)."""
+        from hamer_ros.offline import RECORD_FORMAT, record_to_frame
 
-        frame = record_to_frame(record)
-        if self.pipeline.tracker is not None:
+        try:
+            record = self.store.read(item.stem)
+            if not isinstance(record, dict) or record.get('format') != RECORD_FORMAT or \
+                    record.get('index') != item.index or record.get('status') not in ('ok', 'no_hands', 'failed'):
+                raise ValueError(f'record {self.store.path(item.stem)} is not a complete record of this frame')
+            if record['status'] == 'failed':
+                return None, None
+            return record, record_to_frame(record)
+        except Exception as exc:    # noqa: BLE001 - whatever is wrong with it, the frame is computed again
+            print(f'recomputing frame {item.key}: {type(exc).__name__}: {exc}')
+            return None, None
+
+    def _replay(self, item, record, frame) -> None:
+        """A frame finished by an earlier run: outputs rebuilt from its record. Detection and tracking run on its
+        image again (their results are not used), so that the detector's video state (MediaPipe tracks hands
+        from one frame to the next) and the tracker's ids are those of an uninterrupted run."""
+        if not self.source.is_sequence:
+            pass    # image-mode detection and no tracker: nothing carries over from frame to frame
+        elif item.image is not None:
+            self._detect(item)
+        else:
             self.pipeline.tracker.update([hand.detection for hand in frame.hands], frame.stamp_ns * 1e-9)
         self._write_outputs(item, frame, fresh=False)
         self.counts['resumed'] += 1
@@ -322,13 +384,17 @@ class InferRun:
 
         counts, out = self.counts, self.args.out
         per_frame = np.array(self.frame_seconds) * 1e3
-        summary = dict(counts, mode=self.mode, seconds=round(seconds, 3), interrupted=interrupted,
+        announced = self.source.total
+        summary = dict(counts, announced_frames=announced, mode=self.mode, seconds=round(seconds, 3),
+                       interrupted=interrupted,
                        frame_ms_median=float(np.median(per_frame)) if per_frame.size else None,
                        frame_ms_p90=float(np.percentile(per_frame, 90)) if per_frame.size else None,
                        bag=str(out / BAG) if self.bag else None, bag_messages=dict(self.bag.counts) if self.bag else None)
         (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
         timing = (f'; {summary["frame_ms_median"]:.0f} ms per computed frame (median)' if per_frame.size else '')
-        print(f'{counts["frames"]} frames: {counts["ok"]} with hands, {counts["no_hands"]} without, '
+        announces = (f' (the input announces {announced})' if announced is not None and announced != counts['frames']
+                     else '')
+        print(f'{counts["frames"]} frames{announces}: {counts["ok"]} with hands, {counts["no_hands"]} without, '
               f'{counts["failed"]} failed, {counts["resumed"]} taken from an earlier run; {counts["hands"]} hands'
               f'{timing}; {seconds:.1f} s\nresults in {out}')
         if counts['failed']:

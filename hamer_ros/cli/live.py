@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from hamer_ros.errors import SetupError
+
 WINDOW = 'hamer_ros live (q quits)'
 
 
@@ -38,8 +40,8 @@ def _open(source: str):
     capture = cv2.VideoCapture(int(source) if is_camera else source)
     if not capture.isOpened():
         what = f'camera {source}' if is_camera else source
-        raise RuntimeError(f'cannot open {what}: check the device (ls /dev/video*) or the path/URL' if is_camera
-                           else f'cannot open {what} as a video or stream (missing file, or a codec OpenCV lacks)')
+        raise SetupError(f'cannot open {what}: check the device (ls /dev/video*) or the path/URL' if is_camera
+                         else f'cannot open {what} as a video or stream (missing file, or a codec OpenCV lacks)')
     return capture, is_camera
 
 
@@ -87,8 +89,8 @@ def run(args) -> int:
         try:
             cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
         except cv2.error:
-            raise RuntimeError('this OpenCV has no window support (opencv-python-headless, or no display): use '
-                               '--headless, or install opencv-python') from None
+            raise SetupError('this OpenCV has no window support (opencv-python-headless, or no display): use '
+                             '--headless, or install opencv-python') from None
     capture, is_camera = _open(args.source)
     if is_camera:
         capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)     # keep only the newest frame in the driver
@@ -112,7 +114,7 @@ def run(args) -> int:
             ok, image = capture.read()
             if not ok:
                 if is_camera:
-                    raise RuntimeError(f'camera {args.source} stopped delivering frames')
+                    raise SetupError(f'camera {args.source} stopped delivering frames')
                 break
             stamp_ns = time.monotonic_ns() if is_camera else round(index * 1e9 / fps)
             started = time.perf_counter()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hamer_ros.errors import InputError, MissingFileError, file_errors_are_user_errors
+
 
 def add_mano_source_arguments(parser: argparse.ArgumentParser) -> None:
     """--mano / --checkpoint / --data-dir and --betas, shared with view-mano."""
@@ -22,6 +24,12 @@ def add_mano_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_mano_from_args(args: argparse.Namespace):
+    """The MANO model the flags name (see `_load_mano`); an unusable file is a one-line user error."""
+    with file_errors_are_user_errors():
+        return _load_mano(args)
+
+
+def _load_mano(args: argparse.Namespace):
     """The ManoData the source arguments name; FileNotFoundError saying what to do when there is none."""
     from hamer_ros import paths
     from hamer_ros.hamer import checkpoint as ckpt_io
@@ -39,9 +47,9 @@ def load_mano_from_args(args: argparse.Namespace):
     pkl = data_dir / ckpt_io.MANO_IN_DATA_DIR
     if pkl.is_file():
         return mano_lib.load_mano_pkl(pkl)
-    raise FileNotFoundError(f'no MANO model in {data_dir}: neither {ckpt_io.CHECKPOINT_IN_DATA_DIR} with mano.* '
-                            f'buffers nor {ckpt_io.MANO_IN_DATA_DIR}; install the HaMeR data there '
-                            '(python -m hamer_ros setup-weights) or pass --mano / --checkpoint / --data-dir')
+    raise MissingFileError(f'no MANO model in {data_dir}: neither {ckpt_io.CHECKPOINT_IN_DATA_DIR} with mano.* '
+                           f'buffers nor {ckpt_io.MANO_IN_DATA_DIR}; install the HaMeR data there '
+                           '(python -m hamer_ros setup-weights) or pass --mano / --checkpoint / --data-dir')
 
 
 def _mano_of_checkpoint(path: Path, required: bool):
@@ -50,7 +58,7 @@ def _mano_of_checkpoint(path: Path, required: bool):
 
     mano = mano_lib.mano_from_state_dict(ckpt_io.read_checkpoint(path).state_dict, source=str(path))
     if mano is None and required:
-        raise FileNotFoundError(f'{path} carries no mano.* buffers: pass MANO_RIGHT.pkl with --mano instead')
+        raise MissingFileError(f'{path} carries no mano.* buffers: pass MANO_RIGHT.pkl with --mano instead')
     return mano
 
 
@@ -62,7 +70,7 @@ def template_hand(mano, betas):
     from hamer_ros.hamer.mano import NUM_BETAS, NUM_JOINTS, ManoLayer
 
     if len(betas) > NUM_BETAS:
-        raise ValueError(f'--betas takes at most {NUM_BETAS} values, got {len(betas)}')
+        raise InputError(f'--betas takes at most {NUM_BETAS} values, got {len(betas)}')
     shape = torch.zeros(1, NUM_BETAS)
     shape[0, :len(betas)] = torch.tensor(betas, dtype=torch.float32)
     rest = torch.eye(3).expand(1, NUM_JOINTS, 3, 3)

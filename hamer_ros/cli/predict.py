@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hamer_ros.errors import InputError, MissingFileError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from hamer_ros.cli.infer import add_device_arguments
+    from hamer_ros.cli.infer import add_device_arguments, add_image_size_argument
 
     parser.add_argument('--data-dir', type=Path, help='folder laid out like the official _DATA '
                         '(default: HAMER_ROS_DATA_DIR or ~/.local/share/hamer_ros/_DATA)')
@@ -28,22 +30,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--intrinsics', type=float, nargs=4, metavar=('FX', 'FY', 'CX', 'CY'),
                         help="camera intrinsics in pixels (default: HaMeR's camera, focal 5000/256*max(W,H))")
     parser.add_argument('--out', type=Path, required=True, help='output .npz')
+    add_image_size_argument(parser)
     add_device_arguments(parser)
     parser.add_argument('--threads', type=int, help='CPU threads for PyTorch (default: its own choice)')
 
 
 def run(args: argparse.Namespace) -> int:
     if len(args.box) != len(args.side):
-        raise ValueError(f'{len(args.box)} --box but {len(args.side)} --side: give one --side per --box, in order')
-    import cv2
+        raise InputError(f'{len(args.box)} --box but {len(args.side)} --side: give one --side per --box, in order')
     import numpy as np
 
     from hamer_ros.hamer.model import HamerModel
+    from hamer_ros.offline import read_image
     from hamer_ros.types import CameraIntrinsics, HandDetection
 
-    image = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
+    if not args.image.is_file():
+        raise MissingFileError(f'cannot read image {args.image}: it does not exist, check the path')
+    image, error = read_image(args.image, args.max_image_pixels)
     if image is None:
-        raise FileNotFoundError(f'cannot read image {args.image}: check the path and that it is a PNG/JPEG/... file')
+        raise InputError(f'{error}: give a PNG/JPEG/... file')
     detections = [HandDetection(np.array(box), side) for box, side in zip(args.box, args.side)]
     intrinsics = CameraIntrinsics(*args.intrinsics) if args.intrinsics else None
     model = HamerModel.load(args.data_dir, args.checkpoint, args.mano, device=args.device,

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from hamer_ros.cli.mano_to_obj import add_mano_source_arguments
+from hamer_ros.errors import InputError
 
 _LEGEND_WIDTH = 220
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from hamer_ros.types import CameraIntrinsics
 
     if args.size < 100:
-        raise ValueError(f'--size {args.size} is too small to label 21 joints: use 100 or more')
+        raise InputError(f'--size {args.size} is too small to label 21 joints: use 100 or more')
     mano = load_mano_from_args(args)
     vertices, keypoints = template_hand(mano, args.betas)
     rotation = upright_view(keypoints, args.view)
@@ -83,6 +84,6 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(out), np.concatenate([image, legend], axis=1)):
-        raise ValueError(f'cannot write {out}: use a .png path in a writable folder')
+        raise InputError(f'cannot write {out}: use a .png path in a writable folder')
     print(f'wrote {out}: MANO template ({args.view} view) with 21 labelled joints; MANO from {mano.source}')
     return 0

@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from hamer_ros.errors import InputError, MissingFileError
 from hamer_ros.types import SIDES, STAGE_EXTERNAL, STAGE_PALM, STAGES, HandDetection
 
 ALL_FRAMES_KEY = '*'
@@ -69,26 +70,26 @@ def detection_to_json(detection: HandDetection) -> dict:
 def detection_from_json(entry: dict, where: str = 'hand') -> HandDetection:
     """Inverse of `detection_to_json`; `where` names the entry in error messages."""
     if not isinstance(entry, dict) or 'box_xyxy' not in entry or 'side' not in entry:
-        raise ValueError(f'{where}: each hand needs "box_xyxy": [x0, y0, x1, y1] and "side": "left"|"right", '
+        raise InputError(f'{where}: each hand needs "box_xyxy": [x0, y0, x1, y1] and "side": "left"|"right", '
                          f'got {entry!r:.200}')
     try:
         box = np.asarray(entry['box_xyxy'], dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f'{where}: box_xyxy must be four numbers, got {entry["box_xyxy"]!r:.100}') from exc
+        raise InputError(f'{where}: box_xyxy must be four numbers, got {entry["box_xyxy"]!r:.100}') from exc
     if box.shape != (4,):
-        raise ValueError(f'{where}: box_xyxy must be four numbers x0, y0, x1, y1, got {entry["box_xyxy"]!r:.100}')
+        raise InputError(f'{where}: box_xyxy must be four numbers x0, y0, x1, y1, got {entry["box_xyxy"]!r:.100}')
     _check_box(box, where)
     if entry['side'] not in SIDES:
-        raise ValueError(f'{where}: side must be "left" or "right", got {entry["side"]!r}')
+        raise InputError(f'{where}: side must be "left" or "right", got {entry["side"]!r}')
     stage = entry.get('stage', STAGE_PALM)
     if stage not in STAGES:
-        raise ValueError(f'{where}: stage must be one of {", ".join(STAGES)}, got {stage!r}')
+        raise InputError(f'{where}: stage must be one of {", ".join(STAGES)}, got {stage!r}')
     landmarks = {}
     for key, shape in (('landmarks_2d', (21, 2)), ('landmarks_world', (21, 3))):
         if entry.get(key) is not None:
             landmarks[key] = np.asarray(entry[key], dtype=np.float64)
             if landmarks[key].shape != shape:
-                raise ValueError(f'{where}: {key} must be {shape[0]}x{shape[1]}, got {landmarks[key].shape}')
+                raise InputError(f'{where}: {key} must be {shape[0]}x{shape[1]}, got {landmarks[key].shape}')
     return HandDetection(box_xyxy=box, side=entry['side'], side_score=float(entry.get('side_score', 1.0)),
                          score=float(entry.get('score', 1.0)), track_id=int(entry.get('track_id', -1)), stage=stage,
                          **landmarks)
@@ -101,18 +102,18 @@ def load_boxes_file(path: Union[str, os.PathLike]) -> Dict[str, List[HandDetecti
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f'boxes file {path} does not exist') from None
+        raise MissingFileError(f'boxes file {path} does not exist') from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f'boxes file {path} is not valid JSON ({exc})') from exc
+        raise InputError(f'boxes file {path} is not valid JSON ({exc})') from exc
     if isinstance(data, list):
         data = {ALL_FRAMES_KEY: data}
     if not isinstance(data, dict):
-        raise ValueError(f'boxes file {path} must hold a list of hands or an object {{frame: [hands]}}; '
+        raise InputError(f'boxes file {path} must hold a list of hands or an object {{frame: [hands]}}; '
                          'see hamer_ros.detection.boxes for the format')
     table = {}
     for key, hands in data.items():
         if not isinstance(hands, list):
-            raise ValueError(f'boxes file {path}, frame {key!r}: expected a list of hands, got {type(hands).__name__}')
+            raise InputError(f'boxes file {path}, frame {key!r}: expected a list of hands, got {type(hands).__name__}')
         where = f'boxes file {path}, frame {key!r}, hand'
         table[str(key)] = [dataclasses.replace(detection_from_json(hand, f'{where} {i}'), stage=STAGE_EXTERNAL)
                            for i, hand in enumerate(hands)]
@@ -132,10 +133,10 @@ def _side_name(side: SideLike) -> str:
     if isinstance(side, (bool, np.bool_)):
         return 'right' if side else 'left'
     if side not in SIDES:
-        raise ValueError(f"side must be 'left', 'right' or a bool is_right, got {side!r}")
+        raise InputError(f"side must be 'left', 'right' or a bool is_right, got {side!r}")
     return side
 
 
 def _check_box(box: np.ndarray, where: str) -> None:
     if not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
-        raise ValueError(f'{where}: box {box.tolist()} must be finite x0, y0, x1, y1 pixels with x1 > x0, y1 > y0')
+        raise InputError(f'{where}: box {box.tolist()} must be finite x0, y0, x1, y1 pixels with x1 > x0, y1 > y0')

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Dict, Optional, Union
 
 from hamer_ros import paths
+from hamer_ros.errors import InputError, MissingFileError, SetupError
 from hamer_ros.package_files import pip_download
 
 log = logging.getLogger(__name__)
@@ -87,13 +88,13 @@ def build_hand_landmarker_task(wheel: Path, out: Path) -> None:
         with zipfile.ZipFile(wheel) as archive:
             payloads = {member: archive.read(source) for member, (source, _) in HAND_LANDMARKER_MEMBERS.items()}
     except (zipfile.BadZipFile, KeyError) as exc:
-        raise RuntimeError(f'{wheel} is not the {MEDIAPIPE_WHEEL_REQUIREMENT} wheel ({exc}); delete it and run '
-                           'again to fetch it anew') from exc
+        raise SetupError(f'{wheel} is not the {MEDIAPIPE_WHEEL_REQUIREMENT} wheel ({exc}); delete it and run '
+                         'again to fetch it anew') from exc
     for member, data in payloads.items():
         expected = HAND_LANDMARKER_MEMBERS[member][1]
         if _sha256(data) != expected:
-            raise RuntimeError(f'{HAND_LANDMARKER_MEMBERS[member][0]} in {wheel} has an unexpected SHA-256; '
-                               'delete the wheel and run again, or pass your own hand_landmarker.task')
+            raise SetupError(f'{HAND_LANDMARKER_MEMBERS[member][0]} in {wheel} has an unexpected SHA-256; '
+                             'delete the wheel and run again, or pass your own hand_landmarker.task')
     out.parent.mkdir(parents=True, exist_ok=True)
     # Atomic: a reader (another process provisioning at the same time) sees the old file or the whole new one.
     fd, tmp_name = tempfile.mkstemp(prefix='.hand_landmarker.', suffix='.task', dir=out.parent)
@@ -111,21 +112,21 @@ def build_hand_landmarker_task(wheel: Path, out: Path) -> None:
 
 def _check_bundle(path: Path, verify_hashes: bool) -> None:
     if not path.is_file():
-        raise FileNotFoundError(f'hand landmarker model {path} does not exist: give the path of a '
-                                'hand_landmarker.task file, or none to let hamer_ros build its own')
+        raise MissingFileError(f'hand landmarker model {path} does not exist: give the path of a '
+                               'hand_landmarker.task file, or none to let hamer_ros build its own')
     try:
         with zipfile.ZipFile(path) as bundle:
             names = set(bundle.namelist())
             missing = sorted(set(HAND_LANDMARKER_MEMBERS) - names)
             if missing:
-                raise ValueError(f'hand landmarker model {path} lacks {", ".join(missing)}: a hand_landmarker.task '
+                raise InputError(f'hand landmarker model {path} lacks {", ".join(missing)}: a hand_landmarker.task '
                                  f'bundle is a zip holding {" and ".join(HAND_LANDMARKER_MEMBERS)}')
             if verify_hashes:
                 for member, (_, expected) in HAND_LANDMARKER_MEMBERS.items():
                     if _sha256(bundle.read(member)) != expected:
-                        raise ValueError(f'{member} in {path} has an unexpected SHA-256')
+                        raise InputError(f'{member} in {path} has an unexpected SHA-256')
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError) as exc:
-        raise ValueError(f'hand landmarker model {path} is not a readable zip bundle ({exc}): give a valid '
+        raise InputError(f'hand landmarker model {path} is not a readable zip bundle ({exc}): give a valid '
                          'hand_landmarker.task, or none to let hamer_ros build its own') from exc
 
 

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hamer_ros.errors import InputError, MissingFileError, SetupError, file_errors_are_user_errors
 from hamer_ros.hamer import checkpoint as ckpt_io
 from hamer_ros.hamer import mano as mano_lib
 from hamer_ros.hamer.camera import cam_crop_to_full, crop_to_camera_perspective, project_points
@@ -99,9 +100,9 @@ def _resolve_device(device: Union[str, torch.device]) -> torch.device:
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     device = torch.device(device)
     if device.type == 'cuda' and not torch.cuda.is_available():
-        raise RuntimeError(f'device {device} requested but CUDA is not available to this PyTorch; use cpu or auto')
+        raise SetupError(f'device {device} requested but CUDA is not available to this PyTorch; use cpu or auto')
     if device.type not in ('cpu', 'cuda'):
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {str(device)!r}")
+        raise InputError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {str(device)!r}")
     return device
 
 
@@ -113,12 +114,12 @@ class HamerModel:
                  precision: str = 'fp32', threads: Optional[int] = None, description: str = '',
                  allow_cpu_fallback: bool = False, compile: bool = False):
         if precision not in PRECISIONS:
-            raise ValueError(f'precision must be one of {sorted(PRECISIONS)}, got {precision!r}')
+            raise InputError(f'precision must be one of {sorted(PRECISIONS)}, got {precision!r}')
         self.device = _resolve_device(device)
         if precision in AUTOCAST_DTYPES and self.device.type != 'cuda':
-            raise ValueError(f'precision {precision!r} is for CUDA devices; on {self.device} use fp32 (or int8)')
+            raise InputError(f'precision {precision!r} is for CUDA devices; on {self.device} use fp32 (or int8)')
         if precision == 'int8' and self.device.type != 'cpu':
-            raise ValueError(f"precision 'int8' is the CPU's dynamic quantisation; on {self.device} use bf16 or fp16")
+            raise InputError(f"precision 'int8' is the CPU's dynamic quantisation; on {self.device} use bf16 or fp16")
         if (tuple(settings.image_mean), tuple(settings.image_std)) != (IMAGE_MEAN_RGB, IMAGE_STD_RGB) \
                 or settings.image_size != IMAGE_SIZE:
             raise ValueError(f'{settings.source}: image size/mean/std {settings.image_size}, {settings.image_mean}, '
@@ -126,7 +127,7 @@ class HamerModel:
                              f'({IMAGE_SIZE}, {IMAGE_MEAN_RGB}, {IMAGE_STD_RGB})')
         if threads is not None:
             if threads < 1:
-                raise ValueError(f'threads must be >= 1, got {threads}')
+                raise InputError(f'threads must be >= 1, got {threads}')
             torch.set_num_threads(threads)   # process-wide: PyTorch has one intra-op pool
         if self.device.type == 'cuda' and precision == 'fp32':
             # Reference-exact float32: no TensorFloat-32 matmuls/convolutions (SPEC §8).
@@ -174,16 +175,18 @@ class HamerModel:
         MANO comes from the checkpoint's ``mano.*`` buffers when it has them — in the official model they
         override MANO_RIGHT.pkl (SPEC §1.1) — otherwise from MANO_RIGHT.pkl.
         """
-        files = ckpt_io.resolve_data_files(data_dir, checkpoint, mano)
-        settings = ckpt_io.read_model_config(files.model_config)
-        loaded = ckpt_io.read_checkpoint(files.checkpoint)
-        network = ckpt_io.load_network(loaded, settings.network, settings.source)
-        mano_data = mano_lib.mano_from_state_dict(loaded.state_dict, source=str(files.checkpoint))
-        if mano_data is None:
-            if files.mano_pkl is None:
-                raise FileNotFoundError(f'{files.checkpoint} carries no MANO buffers and no MANO_RIGHT.pkl was '
-                                        'found: put it at data/mano/MANO_RIGHT.pkl in the data folder or pass --mano')
-            mano_data = mano_lib.load_mano_pkl(files.mano_pkl)
+        with file_errors_are_user_errors():     # the loaders name the file and say what is wrong with it
+            files = ckpt_io.resolve_data_files(data_dir, checkpoint, mano)
+            settings = ckpt_io.read_model_config(files.model_config)
+            loaded = ckpt_io.read_checkpoint(files.checkpoint)
+            network = ckpt_io.load_network(loaded, settings.network, settings.source)
+            mano_data = mano_lib.mano_from_state_dict(loaded.state_dict, source=str(files.checkpoint))
+            if mano_data is None:
+                if files.mano_pkl is None:
+                    raise MissingFileError(f'{files.checkpoint} carries no MANO buffers and no MANO_RIGHT.pkl was '
+                                           'found: put it at data/mano/MANO_RIGHT.pkl in the data folder or pass '
+                                           '--mano')
+                mano_data = mano_lib.load_mano_pkl(files.mano_pkl)
         description = (f'HaMeR from {files.checkpoint} (config: {settings.source}; MANO: {mano_data.source}; '
                        f'{len(loaded.skipped_keys)} training-only entries skipped)')
         log.info('%s', description)
@@ -261,7 +264,7 @@ class HamerModel:
             else:
                 advice = ('free GPU memory (other processes, a smaller model), or allow the CPU fallback '
                           '(allow_cpu_fallback)' if self.device.type != 'cpu' else 'free memory for this process')
-                raise RuntimeError(f'HaMeR ran out of memory on {self.device} with a single crop ({error}): {advice}')
+                raise SetupError(f'HaMeR ran out of memory on {self.device} with a single crop ({error}): {advice}')
         if len(parts) == 1:
             return parts[0]
         return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
