@@ -1,7 +1,6 @@
 """MANO: official outputs, pkl vs checkpoint buffers, chumpy-free and code-free loading, wrist cap, left hands."""
 from __future__ import annotations
 
-import importlib.util
 import pickle
 import re
 import struct
@@ -33,12 +32,10 @@ def mano(mano_pkl):
 
 
 @pytest.fixture(scope='module')
-def generator(reference_dir):
-    """The shared fixture generator, imported as a module (its make_mano / mano_buffers)."""
-    spec = importlib.util.spec_from_file_location('make_fixture_weights', reference_dir / 'make_fixture_weights.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def generator():
+    """The fixture generator (its make_mano / mano_buffers)."""
+    import fixture_weights
+    return fixture_weights
 
 
 @pytest.fixture(scope='module')
