@@ -256,7 +256,10 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
         else:
             skipped.append(untrusted.short_repr(key) if not isinstance(key, str) else key)
     hyper_parameters = _plain(hyper_parameters) if isinstance(hyper_parameters, Mapping) else {}
-    ignored = sorted({name for _, name in stand_ins})
+    # Every global of the file that got a stand-in, also those inside other stand-ins (whose content is dropped).
+    real = set(_TENSOR_GLOBALS) | set(untrusted.DATA_BUILTINS) | set(_STAND_INS)
+    ignored = sorted({item.name for item in found if item.name not in real
+                      and not (item.name.startswith('torch.') and item.name.endswith('Storage'))})
     if ignored:
         warnings.warn(f'{path}: ignored {", ".join(ignored)} outside the state_dict (training metadata inference '
                       'does not need; read as inert placeholders: nothing was imported or run)', stacklevel=2)

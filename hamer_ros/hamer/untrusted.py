@@ -101,9 +101,11 @@ def pickle_globals(data: bytes) -> List[PickleGlobal]:
     return found
 
 
-# Built-in containers and numbers pickles use for plain data (e.g. a set inside a yacs CfgNode).
-DATA_BUILTINS = {f'{module}.{name}': value for module in ('builtins', '__builtin__')
-                 for name, value in (('set', set), ('frozenset', frozenset), ('complex', complex))}
+# Built-in types pickles use for plain data (a set inside a yacs CfgNode; object and dict in protocol 0/1
+# reconstructions): building one runs no code of the file.
+DATA_BUILTINS = {f'{module}.{value.__name__}': value for module in ('builtins', '__builtin__')
+                 for value in (set, frozenset, complex, object, dict, list, tuple, str, int, float, bool, bytes,
+                               bytearray, slice, range)}
 
 
 def runs_code(item: PickleGlobal) -> bool:
