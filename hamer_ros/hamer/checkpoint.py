@@ -226,13 +226,11 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
         raise CheckpointError(f'{path}: cannot be read as a PyTorch checkpoint ({type(exc).__name__}: '
                               f'{_one_line(exc)}); the file is damaged or truncated: download it again') from None
 
-    stand_ins = []   # (path inside the file, global name)
-    try:
-        untrusted.check_bounded(raw, str(path), visit=lambda where, node: stand_ins.append((where, node.global_name))
-                                if isinstance(node, untrusted.Inert) else None)
+    try:   # (path inside the file, stand-in) pairs
+        stand_ins = untrusted.check_bounded(raw, str(path), collect=untrusted.Inert)
     except untrusted.UntrustedDataError as exc:
-        raise CheckpointError(f'{exc}') from None
-    on_tensor_path = [name for where, name in stand_ins if where == '' or where.startswith("['state_dict']")
+        raise CheckpointError(str(exc)) from None
+    on_tensor_path = [node.global_name for where, node in stand_ins if where == '' or where.startswith("['state_dict']")
                       or not (isinstance(raw, Mapping) and isinstance(raw.get('state_dict'), Mapping))]
     if on_tensor_path:
         raise CheckpointError(f'{path}: refused to load: its tensors come with {", ".join(sorted(set(on_tensor_path)))}; '

@@ -15,7 +15,9 @@ from __future__ import annotations
 import pickletools
 import reprlib
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Mapping, Optional, Tuple
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Iterator, List, Optional, Tuple
 
 MAX_PICKLE_OPS = 500_000     # a real HaMeR checkpoint's data.pkl has ~17 000
 MAX_DEPTH = 64               # nesting of containers
@@ -146,41 +148,70 @@ def inert_class(global_name: str) -> type:
     return type('Ignored', (Inert,), {'global_name': global_name, '__slots__': ()})
 
 
-def _children(value) -> Iterator[Tuple[str, object]]:
-    if isinstance(value, Mapping):
+_EXIT = object()
+_SEQUENCES = (list, tuple, set, frozenset)
+# Exact types answered without the (slow) abstract-class checks: most nodes are one of these.
+_FAST_KIND = {dict: 'mapping', OrderedDict: 'mapping', list: 'sequence', tuple: 'sequence', set: 'sequence',
+              frozenset: 'sequence', str: None, bytes: None, int: None, float: None, bool: None, type(None): None}
+
+
+def _kind(node) -> Optional[str]:
+    kind = _FAST_KIND.get(type(node), _EXIT)
+    if kind is not _EXIT:
+        return kind
+    if isinstance(node, Mapping):
+        return 'mapping'
+    return 'sequence' if isinstance(node, _SEQUENCES) else None
+
+
+def _children(value, kind: str) -> Iterator[Tuple[object, object]]:
+    """(step, child) pairs: a mapping's keys and values (both at step key), a sequence's items (step index)."""
+    if kind == 'mapping':
         for key, item in value.items():
-            yield f'[{short_repr(key)}]', key
-            yield f'[{short_repr(key)}]', item
-    elif isinstance(value, (list, tuple, set, frozenset)):
-        for index, item in enumerate(value):
-            yield f'[{index}]', item
+            yield key, key
+            yield key, item
+    else:
+        yield from enumerate(value)
 
 
-def check_bounded(value, where: str, visit: Optional[Callable[[str, object], None]] = None,
-                  max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES) -> int:
-    """Walks `value` iteratively (dicts, lists, tuples, sets); `visit(path, node)` sees every node.
-    Returns the node count; raises UntrustedDataError (naming `where` and the path) when the data is deeper
-    than `max_depth`, contains itself, or has more than `max_nodes` nodes."""
-    nodes = 1                                                            # counted when reached
-    stack: List[Tuple[str, object, int, tuple]] = [('', value, 0, ())]   # path, node, depth, ids above it
+def check_bounded(value, where: str, collect: Optional[type] = None,
+                  max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES) -> List[Tuple[str, object]]:
+    """Walks `value` depth-first without recursion (dicts, lists, tuples, sets) and returns (path, node) for
+    every node that is an instance of `collect` (path like "['state_dict']['x'][0]"; '' for the top).
+    Raises UntrustedDataError (naming `where` and the path) when the data is deeper than `max_depth`, contains
+    itself, or has more than `max_nodes` nodes, counting shared references at each use."""
+    nodes, found = 1, []
+    trail: List[object] = []          # steps from the top to the container being walked
+    on_path = set()                   # ids of those containers
+    stack: List[Tuple[object, object, int]] = [(value, _EXIT, 0)]   # (node, its step, depth); the top has none
+
+    def path(last) -> str:
+        steps = trail[1:] + ([last] if last is not _EXIT else [])
+        return ''.join(f'[{short_repr(step)}]' for step in steps)
+
     while stack:
-        path, node, depth, above = stack.pop()
-        if visit is not None:
-            visit(path, node)
-        if not isinstance(node, (Mapping, list, tuple, set, frozenset)):
+        node, step, depth = stack.pop()
+        if node is _EXIT:
+            on_path.discard(step)
+            trail.pop()
             continue
-        if id(node) in above:
-            raise UntrustedDataError(f'{where}: the data at {path or "the top"} contains itself: refused as a '
-                                     'crafted file')
+        if collect is not None and isinstance(node, collect):
+            found.append((path(step), node))
+        kind = _kind(node)
+        if kind is None:
+            continue
+        if id(node) in on_path:
+            raise UntrustedDataError(f'{where}: the data at {path(step)[:120] or "the top"} contains itself: refused as '
+                                     'a crafted file')
         if depth >= max_depth:
-            raise UntrustedDataError(f'{where}: nested deeper than {max_depth} levels at {path[:120]}...: refused '
-                                     'as a crafted file')
-        # Only containers are remembered on the path: a depth-64 chain keeps 64 ids per entry at most.
-        nodes += len(node) * (2 if isinstance(node, Mapping) else 1)
+            raise UntrustedDataError(f'{where}: nested deeper than {max_depth} levels at {path(step)[:120]}...: '
+                                     'refused as a crafted file')
+        nodes += len(node) * (2 if kind == 'mapping' else 1)
         if nodes > max_nodes:
             raise UntrustedDataError(f'{where}: more than {max_nodes} values (counting shared references at each '
                                      'use): refused as a crafted file')
-        below = above + (id(node),)
-        for step, child in _children(node):
-            stack.append((path + step, child, depth + 1, below))
-    return nodes
+        on_path.add(id(node))
+        trail.append(step)
+        stack.append((_EXIT, id(node), depth))
+        stack.extend((child, child_step, depth + 1) for child_step, child in _children(node, kind))
+    return found
