@@ -407,3 +407,25 @@ def test_verify_is_not_ready_for_a_crafted_checkpoint_or_an_out_of_range_config(
     assert not weights.ready(checks.values())
     assert not checks['HaMeR checkpoint'].ok
     assert f'{checkpoint}: more than 100000 values' in checks['HaMeR checkpoint'].detail
+
+
+def test_names_from_the_file_are_printed_without_terminal_escapes(tmp_path):
+    path = _checkpoint_with_pickle(tmp_path / 'escape.ckpt', b'\x80\x02cos\nsystem\x1b[2J\x1b[31m\n)R.')
+    with pytest.raises(ValueError) as raised:
+        ckpt_io.read_checkpoint(path)
+    message = str(raised.value)
+    assert 'it references os.system\\x1b[2J\\x1b[31m (GLOBAL)' in message and '\x1b' not in message
+
+
+def test_a_record_stored_twice_is_refused(tmp_path):
+    """Zip readers may pick different copies of a duplicated record: the scanned pickle must be the loaded one."""
+    import warnings
+    import zipfile
+    path = _checkpoint_with_pickle(tmp_path / 'twice.ckpt', pickle.dumps({'state_dict': {}}, protocol=2))
+    with zipfile.ZipFile(path, 'a') as archive, warnings.catch_warnings():
+        warnings.simplefilter('ignore')   # zipfile warns about the duplicate name
+        name = next(n for n in archive.namelist() if n.endswith('/data.pkl'))
+        archive.writestr(name, b'\x80\x02cos\nsystem\n)R.')
+    with pytest.raises(ValueError, match=r'twice\.ckpt: cannot be read as a PyTorch checkpoint \(the same record name '
+                                         r'twice\)'):
+        ckpt_io.read_checkpoint(path)

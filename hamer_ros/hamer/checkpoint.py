@@ -146,6 +146,9 @@ def _data_pickle(path: Path) -> bytes:
     damaged = f'{path}: cannot be read as a PyTorch checkpoint (%s); the file is damaged or truncated: download it again'
     try:
         with zipfile.ZipFile(path) as archive:
+            if len({info.filename for info in archive.infolist()}) != len(archive.infolist()):
+                # Readers may disagree on which of two same-named records counts: refuse rather than guess.
+                raise CheckpointError(damaged % 'the same record name twice')
             names = [info for info in archive.infolist() if info.filename.count('/') == 1
                      and info.filename.endswith('/data.pkl')]
             if len(names) != 1:
@@ -161,8 +164,8 @@ def _data_pickle(path: Path) -> bytes:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return untrusted.short_repr(text)[1:-1] if len(text) > 160 else text
+    """The first line of an exception's text, bounded and printable (it may quote the file's bytes)."""
+    return untrusted.printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
 def _restricted_pickle_module(path: Path, found: List[untrusted.PickleGlobal]) -> types.ModuleType:

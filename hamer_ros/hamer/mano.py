@@ -25,7 +25,7 @@ import torch
 from smplx.lbs import batch_rigid_transform, lbs
 
 from hamer_ros.errors import UserError
-from hamer_ros.hamer.untrusted import short_repr
+from hamer_ros.hamer.untrusted import printable, short_repr
 from hamer_ros.hamer.topology import (  # noqa: F401 (re-exported: the MANO topology lives there)
     NUM_VERTICES, NUM_FACES, NUM_JOINTS, NUM_BETAS, NUM_POSE_BASIS,
     MANO_JOINT_NAMES, MANO_PARENTS, FINGERTIP_VERTEX_IDS, JOINT_MAP, OPENPOSE_JOINT_NAMES,
@@ -146,7 +146,7 @@ class _PickledSparse:
             matrix = matrix_class(tuple(arrays), shape=shape)
             matrix.check_format(full_check=True)
         except (ValueError, TypeError, IndexError) as exc:
-            raise MANOFileError(f'{where}: inconsistent sparse matrix ({short_repr(str(exc))[1:-1]}); the file is '
+            raise MANOFileError(f'{where}: inconsistent sparse matrix ({printable(str(exc))}); the file is '
                                 'damaged: download MANO_RIGHT.pkl again') from None
         return matrix
 
@@ -197,12 +197,12 @@ class _MANOUnpickler(pickle.Unpickler):
 
     def find_class(self, module, name):
         if module == 'chumpy' or module.startswith('chumpy.'):
-            return type(name, (_PickledChumpy,), {'chumpy_class': f'{module}.{name}'})
+            return type('Chumpy', (_PickledChumpy,), {'chumpy_class': printable(f'{module}.{name}')})
         found = self._allowed.get((module, name))
         if found is None:
-            raise MANOFileError(f'{self._source}: refused to load the global {module}.{name} from this pickle: a MANO '
-                                'file holds only numpy arrays, scipy sparse matrices and chumpy arrays, and loading '
-                                'never runs code. Use the original MANO_RIGHT.pkl from the MANO website.')
+            raise MANOFileError(f'{self._source}: refused to load the global {printable(f"{module}.{name}")} from this '
+                                'pickle: a MANO file holds only numpy arrays, scipy sparse matrices and chumpy arrays, '
+                                'and loading never runs code. Use the original MANO_RIGHT.pkl from the MANO website.')
         return found
 
 
@@ -248,7 +248,8 @@ def load_mano_pkl(path: Union[str, Path]) -> ManoData:
     except MANOFileError:
         raise
     except Exception as exc:   # truncated or not a pickle at all: say which file
-        raise MANOFileError(f'{source}: cannot read this file as a MANO pickle ({type(exc).__name__}: {exc}); '
+        raise MANOFileError(f'{source}: cannot read this file as a MANO pickle ({type(exc).__name__}: '
+                            f'{printable(str(exc).splitlines()[0] if str(exc) else "")}); '
                             'download MANO_RIGHT.pkl again') from exc
     if not isinstance(content, dict):
         raise MANOFileError(f'{source}: expected a dict of MANO arrays, found a {type(content).__name__}')

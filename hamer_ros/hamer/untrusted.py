@@ -41,6 +41,12 @@ def short_repr(value) -> str:
     return _short.repr(value)
 
 
+def printable(text: str, limit: int = 160) -> str:
+    """`text` from a file, safe to print: control characters (terminal escapes) escaped, at most `limit` chars."""
+    safe = ''.join(c if c.isprintable() else c.encode('unicode_escape').decode('ascii') for c in text[:limit])
+    return safe + ('...' if len(text) > limit else '')
+
+
 class UntrustedDataError(ValueError):
     """Data that is too large, too deep or self-referential to be read safely (the message says which)."""
 
@@ -71,6 +77,7 @@ def pickle_globals(data: bytes) -> List[PickleGlobal]:
     memo_count = 0
 
     def add(name: str, opcode: str):
+        name = printable(name, limit=120)
         if (name, opcode) not in seen:
             seen.add((name, opcode))
             found.append(PickleGlobal(name, opcode))
