@@ -181,8 +181,8 @@ def _restricted_pickle_module(path: Path, found: List[untrusted.PickleGlobal]) -
         def find_class(self, module, name):
             found_class = allowed.get(f'{module}.{name}')
             if found_class is None:
-                raise CheckpointError(f'{path}: refused to load: it references {module}.{name}, which the opcode '
-                                      'scan did not see (a crafted file); nothing was run')
+                raise CheckpointError(f'{path}: refused to load: it references {untrusted.printable(f"{module}.{name}")}, '
+                                      'which the opcode scan did not see (a crafted file); nothing was run')
             return found_class
 
     module = types.ModuleType('hamer_ros_restricted_pickle')
