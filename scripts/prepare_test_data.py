@@ -24,6 +24,8 @@ from hamer_ros import paths, sample_data
 # FIXTURE_INFO.json of seed 1 must carry this: the hash (over key names, dtypes, shapes and raw bytes, in key
 # order) of the state dict the reference outputs in test/data/public_crop_case.npz were computed with.
 SEED1_STATE_DICT_SHA256 = '9a96f99ec25250ceb2f6b1335a2ef5de3db27843c28377f3eccf5ef0e39107cf'
+# ... and this file hash of its synthetic MANO_RIGHT.pkl (float64 arrays; the state dict holds float32 copies).
+SEED1_MANO_SHA256 = '183a755303fb7202581ebe4f17ddf31aa4f087856c55eeeba71520ee1e8c392b'
 GENERATOR = Path(__file__).resolve().parents[1] / 'test' / 'fixture_weights.py'
 
 
@@ -36,7 +38,9 @@ def seed1_is_ready(folder: Path) -> bool:
     ckpt = folder / 'hamer_ckpts' / 'checkpoints' / 'hamer.ckpt'
     if not (info.exists() and ckpt.exists()):
         return False
-    return json.loads(info.read_text()).get('state_dict_sha256') == SEED1_STATE_DICT_SHA256
+    info = json.loads(info.read_text())
+    return (info.get('state_dict_sha256') == SEED1_STATE_DICT_SHA256
+            and info.get('files', {}).get('data/mano/MANO_RIGHT.pkl') == SEED1_MANO_SHA256)
 
 
 def make_seed1_fixture() -> Path:
@@ -49,7 +53,7 @@ def make_seed1_fixture() -> Path:
     subprocess.run([sys.executable, str(GENERATOR), '--seed', '1', '--out', str(staging)],
                    check=True, stdout=subprocess.DEVNULL)
     if not seed1_is_ready(staging):
-        raise RuntimeError(f'{staging}: state-dict hash differs from the published seed-1 hash '
+        raise RuntimeError(f'{staging}: state-dict or MANO file hash differs from the published seed-1 hashes '
                            '(torch must be 2.13.0 for bit-identical random draws)')
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)

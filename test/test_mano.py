@@ -490,3 +490,11 @@ def test_state_dict_buffers_with_nan_are_refused(generator, seed1_mano_dict):
     buffers['mano.lbs_weights'][3, 2] = float('nan')
     with pytest.raises(ValueError, match=r"hamer\.ckpt: 'mano\.lbs_weights' holds non-finite values"):
         mano_from_state_dict(buffers, source='hamer.ckpt')
+
+
+def test_seed1_mano_file_is_the_one_the_reference_outputs_were_made_with(mano_pkl):
+    """test/fixture_weights.py writes the seed-1 MANO_RIGHT.pkl byte for byte (the checkpoint's float32 copies
+    are covered by the state-dict hash that scripts/prepare_test_data.py checks)."""
+    import hashlib
+    from conftest import prepare_test_data
+    assert hashlib.sha256(mano_pkl.read_bytes()).hexdigest() == prepare_test_data.SEED1_MANO_SHA256
