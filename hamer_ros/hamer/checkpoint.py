@@ -143,7 +143,8 @@ class Checkpoint:
 
 def _data_pickle(path: Path) -> bytes:
     """The pickle of a zip-format torch checkpoint (``<archive>/data.pkl``), size-checked."""
-    damaged = f'{path}: cannot be read as a PyTorch checkpoint (%s); the file is damaged or truncated: download it again'
+    damaged = (f'{path}: cannot be read as a PyTorch checkpoint (%s); the file is damaged or truncated: download it '
+               'again')
     try:
         with zipfile.ZipFile(path) as archive:
             if len({info.filename for info in archive.infolist()}) != len(archive.infolist()):
@@ -181,8 +182,9 @@ def _restricted_pickle_module(path: Path, found: List[untrusted.PickleGlobal]) -
         def find_class(self, module, name):
             found_class = allowed.get(f'{module}.{name}')
             if found_class is None:
-                raise CheckpointError(f'{path}: refused to load: it references {untrusted.printable(f"{module}.{name}")}, '
-                                      'which the opcode scan did not see (a crafted file); nothing was run')
+                named = untrusted.printable(f'{module}.{name}')
+                raise CheckpointError(f'{path}: refused to load: it references {named}, which the opcode scan did '
+                                      'not see (a crafted file); nothing was run')
             return found_class
 
     module = types.ModuleType('hamer_ros_restricted_pickle')
@@ -236,8 +238,9 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
     on_tensor_path = [node.global_name for where, node in stand_ins if where == '' or where.startswith("['state_dict']")
                       or not (isinstance(raw, Mapping) and isinstance(raw.get('state_dict'), Mapping))]
     if on_tensor_path:
-        raise CheckpointError(f'{path}: refused to load: its tensors come with {", ".join(sorted(set(on_tensor_path)))}; '
-                              'a HaMeR state_dict holds tensors only (nothing was imported or run)')
+        named = ', '.join(sorted(set(on_tensor_path)))
+        raise CheckpointError(f'{path}: refused to load: its tensors come with {named}; a HaMeR state_dict holds '
+                              'tensors only (nothing was imported or run)')
 
     if isinstance(raw, Mapping) and isinstance(raw.get('state_dict'), Mapping):   # Lightning checkpoint
         state_dict, hyper_parameters = raw['state_dict'], raw.get('hyper_parameters') or {}

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import pickletools
 import reprlib
-from dataclasses import dataclass
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Iterator, List, Optional, Tuple
 
 MAX_PICKLE_OPS = 500_000     # a real HaMeR checkpoint's data.pkl has ~17 000
 MAX_DEPTH = 64               # nesting of containers
 MAX_NODES = 100_000          # containers and values, shared references counted at every use
 
-# Modules whose globals can only mean running code or touching the system: refused wherever they appear.
+# Modules whose globals can only mean running code or touching the system: refused wherever they appear
+# (builtins' plain data types excepted: DATA_BUILTINS; numpy.testing too, whose helpers run strings).
 CODE_MODULES = frozenset({
     'os', 'posix', 'nt', 'subprocess', '_posixsubprocess', 'sys', 'builtins', '__builtin__', 'importlib', 'runpy',
     'shutil', 'socket', 'pickle', '_pickle', 'marshal', 'ctypes', 'code', 'codeop', 'pty', 'webbrowser',
@@ -208,8 +209,8 @@ def check_bounded(value, where: str, collect: Optional[type] = None,
         if kind is None:
             continue
         if id(node) in on_path:
-            raise UntrustedDataError(f'{where}: the data at {path(step)[:120] or "the top"} contains itself: refused as '
-                                     'a crafted file')
+            where_inside = path(step)[:120] or 'the top'
+            raise UntrustedDataError(f'{where}: the data at {where_inside} contains itself: refused as a crafted file')
         if depth >= max_depth:
             raise UntrustedDataError(f'{where}: nested deeper than {max_depth} levels at {path(step)[:120]}...: '
                                      'refused as a crafted file')
