@@ -162,7 +162,7 @@ def main() -> int:
     parser.add_argument('--precisions', nargs='+', choices=('fp32', 'int8', 'bf16', 'fp16'),
                         help='default: fp32 int8 on cpu, fp32 bf16 fp16 on cuda (fp32 always runs first)')
     parser.add_argument('--compile', action='store_true', help='torch.compile (CUDA graphs on cuda) for all precisions')
-    parser.add_argument('--reference', type=Path, help='public_crop_case.npz (default: ../shared/hamer_reference/)')
+    parser.add_argument('--reference', type=Path, help='public_crop_case.npz (default: test/data/public_crop_case.npz)')
     parser.add_argument('--no-process-tuning', action='store_true',
                         help="spinning OpenMP threads and glibc malloc's default thresholds")
     parser.add_argument('--clock-ghz', type=float, help='core clock for the peak (default: lscpu, else measured)')
@@ -187,7 +187,7 @@ def main() -> int:
 
     precisions = ['fp32'] + [p for p in (args.precisions or (['int8'] if args.device == 'cpu' else ['bf16', 'fp16']))
                              if p != 'fp32']
-    reference_file = args.reference or ROOT.parent / 'shared' / 'hamer_reference' / 'public_crop_case.npz'
+    reference_file = args.reference or ROOT / 'test' / 'data' / 'public_crop_case.npz'
     case = dict(np.load(reference_file)) if reference_file.is_file() else None
     print(f'data: {args.data_dir}')
     children = [run_child(args, 1) for _ in range(args.children)] + [run_child(args, 2)]
@@ -252,7 +252,7 @@ def main() -> int:
         print_table(['precision'] + list(DEVIATIONS),
                     [[p] + [f'{official[n]:.2g} / {ours[n]:.2g}' for n in DEVIATIONS]
                      for p, official, ours in deviations])
-        print('  (hamer_reference/README.md §3 tolerances for fp32: vertices/keypoints 2e-6 m, rotations 1e-5)')
+        print('  (test/data/README.md tolerances for fp32: vertices/keypoints 2e-6 m, rotations 1e-5)')
 
     loads = [c['load_s'] for c in children]
     rss = [c['maxrss_gb'] for c in children]

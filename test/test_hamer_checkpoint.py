@@ -2,6 +2,7 @@
 import os
 import pickle
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -160,3 +161,268 @@ def test_mano_from_checkpoint_or_pkl(tmp_path, mano_only_data_dir):
     model = HamerModel.load(bare, mano=mano_only_data_dir / 'data' / 'mano' / 'MANO_RIGHT.pkl', device='cpu')
     assert model.mano.source.endswith('MANO_RIGHT.pkl') and model.faces.shape == (1538, 3)
     assert 'training-only entries skipped' in model.describe()
+
+
+# ------------------------------------------------------------- other training setups, crafted and hostile files
+
+class _Recorder:
+    """Calls made on the fake training-library classes below (must stay empty: the loader never uses them)."""
+    calls = []
+
+
+def _install_fake_training_modules(monkeypatch):
+    """Stand-ins registered under the real module paths of classes a Lightning checkpoint may carry outside
+    state_dict: Lightning's AttributeDict (lightning_fabric/utilities/data.py: a dict subclass) and omegaconf's
+    DictConfig / ListConfig (omegaconf/dictconfig.py, listconfig.py; pickled through their instance state) with
+    its ContainerMetadata (omegaconf/base.py). Each records every construction or state restore."""
+    import types
+
+    def module(name, **classes):
+        mod = types.ModuleType(name)
+        for class_name, cls in classes.items():
+            cls.__module__, cls.__qualname__, cls.__name__ = name, class_name, class_name
+            setattr(mod, class_name, cls)
+        parts = name.split('.')
+        for i in range(1, len(parts)):
+            monkeypatch.setitem(sys.modules, '.'.join(parts[:i]), sys.modules.get('.'.join(parts[:i]))
+                                or types.ModuleType('.'.join(parts[:i])))
+        monkeypatch.setitem(sys.modules, name, mod)
+        return mod
+
+    class AttributeDict(dict):
+        def __init__(self, *args, **kwargs):
+            _Recorder.calls.append('AttributeDict')
+            super().__init__(*args, **kwargs)
+
+        def __setstate__(self, state):
+            _Recorder.calls.append('AttributeDict.__setstate__')
+
+    class _Container:
+        def __init__(self, content):
+            self.__dict__['_content'] = content
+            self.__dict__['_metadata'] = ContainerMetadata()
+
+        def __setstate__(self, state):
+            _Recorder.calls.append(f'{type(self).__name__}.__setstate__')
+
+    class DictConfig(_Container):
+        pass
+
+    class ListConfig(_Container):
+        pass
+
+    class ContainerMetadata:
+        def __init__(self):
+            self.ref_type, self.object_type, self.optional = object, dict, True
+
+        def __setstate__(self, state):
+            _Recorder.calls.append('ContainerMetadata.__setstate__')
+
+    lightning = module('lightning_fabric.utilities.data', AttributeDict=AttributeDict)
+    omegaconf = {'DictConfig': module('omegaconf.dictconfig', DictConfig=DictConfig).DictConfig,
+                 'ListConfig': module('omegaconf.listconfig', ListConfig=ListConfig).ListConfig}
+    module('omegaconf.base', ContainerMetadata=ContainerMetadata)
+    return lightning.AttributeDict, omegaconf
+
+
+def _lightning_checkpoint(path, monkeypatch, hyper_parameters_extra=None, state_extra=None):
+    """A Lightning-style checkpoint whose hyper_parameters/callbacks/loops carry numpy scalars and arrays,
+    pathlib paths, an AttributeDict and omegaconf containers (saved with the fake classes importable)."""
+    from pathlib import PurePosixPath
+    AttributeDict, omegaconf = _install_fake_training_modules(monkeypatch)
+    hyper_parameters = AttributeDict(
+        lr=np.float64(1e-5), steps=np.int64(1000), mean=np.arange(3.0), out_dir=PurePosixPath('/runs/hamer'),
+        cfg=omegaconf['DictConfig']({'MODEL': {'IMAGE_SIZE': 256}}),
+        tags=omegaconf['ListConfig'](['dev']), **(hyper_parameters_extra or {}))
+    state_dict = small_state_dict(0)
+    state_dict.update(state_extra or {})
+    torch.save({'state_dict': state_dict, 'hyper_parameters': hyper_parameters, 'epoch': 3, 'global_step': 100,
+                'callbacks': {'ModelCheckpoint': {'best_model_path': PurePosixPath('/runs/best.ckpt'),
+                                                  'best_model_score': torch.tensor(0.5)}},
+                'loops': {'fit_loop': {'epoch_progress': {'total': np.int64(3)}}},
+                'optimizer_states': [{'state': {0: {'exp_avg': torch.zeros(3)}}, 'param_groups': [{'lr': 1e-5}]}]},
+               path)
+    _Recorder.calls.clear()
+    return path
+
+
+def test_lightning_extras_outside_state_dict_load_as_inert_stand_ins_with_a_warning(tmp_path, monkeypatch):
+    path = _lightning_checkpoint(tmp_path / 'lightning.ckpt', monkeypatch)
+    with pytest.warns(UserWarning) as caught:
+        loaded = ckpt_io.read_checkpoint(path)
+    assert _Recorder.calls == []    # none of the file's classes was constructed or given its state
+    expected = small_state_dict(0)
+    assert set(loaded.state_dict) == {k for k in expected if k.startswith(('backbone.', 'mano_head.', 'mano.'))}
+    for key, value in loaded.state_dict.items():
+        assert torch.equal(value, expected[key]), key
+    names = set(loaded.ignored_globals)
+    for name in ('lightning_fabric.utilities.data.AttributeDict', 'omegaconf.dictconfig.DictConfig',
+                 'omegaconf.listconfig.ListConfig', 'pathlib.PurePosixPath'):
+        assert name in names
+    assert any(name.startswith('numpy') for name in names)      # numpy scalars and arrays
+    message = str(caught[0].message)
+    assert str(path) in message and 'omegaconf.dictconfig.DictConfig' in message and 'nothing was imported' in message
+    # The model builds from it.
+    network = ckpt_io.load_network(loaded, SMALL, 'test config')
+    assert torch.equal(network.backbone.pos_embed, expected['backbone.pos_embed'])
+
+
+def test_hostile_payloads_inside_lightning_extras_run_nothing(tmp_path, monkeypatch):
+    marker = tmp_path / 'code_ran'
+
+    class _RunsThroughPager:
+        """pydoc.pipepager(text, cmd) pipes text into a shell command: not in any refused module, so it is read
+        as an inert stand-in, never called."""
+
+        def __reduce__(self):
+            import pydoc
+            return pydoc.pipepager, ('', f'touch {marker}')
+
+    path = _lightning_checkpoint(tmp_path / 'pager.ckpt', monkeypatch, {'payload': _RunsThroughPager()})
+    with pytest.warns(UserWarning, match=r'pydoc\.pipepager'):
+        loaded = ckpt_io.read_checkpoint(path)
+    assert 'pydoc.pipepager' in loaded.ignored_globals and 'payload' not in str(loaded.hyper_parameters)
+    assert not marker.exists()
+    # A shell call in the same place is refused outright, naming it.
+    path = _lightning_checkpoint(tmp_path / 'shell.ckpt', monkeypatch, {'payload': _RunsShellCommand(marker)})
+    with pytest.raises(ValueError, match=r'shell\.ckpt: refused to load: it references posix\.system \(GLOBAL\)'):
+        ckpt_io.read_checkpoint(path)
+    assert not marker.exists()
+    # Anything but tensors on the tensors' path is refused (a numpy array as a state_dict value).
+    path = _lightning_checkpoint(tmp_path / 'numpy_in_state.ckpt', monkeypatch,
+                                 state_extra={'backbone.extra': np.zeros(3)})
+    with pytest.raises(ValueError, match=r'numpy_in_state\.ckpt: refused to load: its tensors come with numpy'):
+        ckpt_io.read_checkpoint(path)
+
+
+def _checkpoint_with_pickle(path, pickled: bytes):
+    """A zip-format torch checkpoint whose data.pkl is `pickled` (the other records of an empty save)."""
+    import zipfile
+    plain = path.with_suffix('.plain')
+    torch.save({'state_dict': {}}, plain)
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(path, 'w') as target:
+        for info in source.infolist():
+            data = pickled if info.filename.endswith('/data.pkl') else source.read(info)
+            target.writestr(info.filename, data)
+    plain.unlink()
+    return path
+
+
+def _short_unicode(text: str) -> bytes:
+    return b'\x8c' + bytes([len(text)]) + text.encode()
+
+
+@pytest.mark.parametrize('opcode, name, make', [
+    # protocol 4: module and name pushed as strings (memoized), then STACK_GLOBAL + REDUCE
+    ('STACK_GLOBAL', 'os.system', lambda marker: b'\x80\x04' + _short_unicode('os') + b'\x94'
+     + _short_unicode('system') + b'\x94\x93' + _short_unicode(f'touch {marker}') + b'\x85R.'),
+    # protocol 0: INST reads module and name inline and calls it with the marked arguments
+    ('INST', 'posix.system', lambda marker: f"(S'touch {marker}'\niposix\nsystem\n.".encode()),
+    # GLOBAL + OBJ (class and arguments after a mark)
+    ('GLOBAL', 'builtins.eval', lambda marker: f"(cbuiltins\neval\nS'open(\"{marker}\", \"w\")'\no.".encode()),
+])
+def test_hostile_opcodes_name_the_global_and_never_suggest_disabling_the_safety(tmp_path, opcode, name, make):
+    marker = tmp_path / 'code_ran'
+    path = _checkpoint_with_pickle(tmp_path / 'hostile.ckpt', make(marker))
+    with pytest.raises(ValueError) as raised:
+        ckpt_io.read_checkpoint(path)
+    message = str(raised.value)
+    assert f'hostile.ckpt: refused to load: it references {name} ({opcode})' in message
+    assert 'weights_only' not in message and '\x1b' not in message and '\n' not in message
+    assert not marker.exists()
+
+
+def _memo_bomb(levels: int) -> list:
+    value = []
+    for _ in range(levels):
+        value = [value, value]      # each level holds the previous one twice (shared, 2 pickle memo gets)
+    return value
+
+
+@pytest.mark.parametrize('what, make, expected', [
+    ('memo_bomb', lambda: _memo_bomb(20), r'more than 100000 values'),
+    ('self_reference', lambda: (lambda x: (x.append(x), x)[1])([]), r'contains itself'),
+])
+def test_crafted_structures_fail_fast_naming_the_file(tmp_path, what, make, expected):
+    path = tmp_path / f'{what}.ckpt'
+    torch.save({'state_dict': small_state_dict(0), 'hyper_parameters': {'x': make()}}, path)
+    import zipfile
+    with zipfile.ZipFile(path) as archive:   # the crafted part is a few kB of pickle
+        assert sum(i.file_size for i in archive.infolist() if i.filename.endswith('data.pkl')) < 30_000
+    with pytest.raises(ValueError, match=rf'{what}\.ckpt: .*{expected}'):
+        ckpt_io.read_checkpoint(path)
+
+
+def test_deeply_nested_pickle_fails_naming_the_file(tmp_path):
+    depth = 200_000   # EMPTY_LIST x n, then APPEND x (n-1): a list in a list ... 200k deep
+    pickled = b'\x80\x02}(' + _short_unicode('state_dict') + b'}' + _short_unicode('hyper_parameters') \
+        + b']' * depth + b'a' * (depth - 1) + b'u.'
+    path = _checkpoint_with_pickle(tmp_path / 'deep.ckpt', pickled)
+    with pytest.raises(ValueError, match=r'deep\.ckpt: nested deeper than 64 levels'):
+        ckpt_io.read_checkpoint(path)
+
+
+def test_model_config_bombs_and_out_of_range_values_fail_fast_naming_the_file(tmp_path):
+    import fixture_weights   # its MODEL_CONFIG_YAML holds the released values
+    cases = {
+        'DEPTH': fixture_weights.MODEL_CONFIG_YAML.replace('    TYPE: vit\n', '    TYPE: vit\n    DEPTH: 100000000\n'),
+        'FOCAL_LENGTH': fixture_weights.MODEL_CONFIG_YAML.replace('FOCAL_LENGTH: 5000', 'FOCAL_LENGTH: -5000'),
+        'nan_mean': fixture_weights.MODEL_CONFIG_YAML.replace('  - 0.485', '  - .nan'),
+        'alias_bomb': 'a: &a [x, x, x, x, x, x, x, x, x, x]\n' + ''.join(
+            f'{chr(98 + i)}: &{chr(98 + i)} [' + ', '.join([f'*{chr(97 + i)}'] * 10) + ']\n' for i in range(8))
+            + 'MODEL:\n  IMAGE_MEAN: *i\n',
+        'deep': 'MODEL: ' + '[' * 50_000 + ']' * 50_000 + '\n',
+    }
+    expected = {'DEPTH': r'MODEL\.BACKBONE\.DEPTH must be an integer from 1 to 64, got 100000000',
+                'FOCAL_LENGTH': r'EXTRA\.FOCAL_LENGTH = -5000 is out of range',
+                'nan_mean': r'MODEL\.IMAGE_MEAN = .* is out of range',
+                'alias_bomb': r'more than 100000 values',
+                'deep': r'(nested too deeply|nested deeper than 64)'}
+    for name, text in cases.items():
+        path = tmp_path / name / 'model_config.yaml'
+        path.parent.mkdir()
+        path.write_text(text)
+        with pytest.raises(ValueError, match=rf'{name}/model_config\.yaml: .*{expected[name]}') as raised:
+            ckpt_io.read_model_config(path)
+        assert len(str(raised.value)) < 600 and '\n' not in str(raised.value), name
+
+
+def test_verify_is_not_ready_for_a_crafted_checkpoint_or_an_out_of_range_config(tmp_path):
+    from hamer_ros import weights
+    folder = write_small_data_dir(tmp_path / 'bad_config' / '_DATA')
+    config = folder / 'hamer_ckpts' / 'model_config.yaml'
+    config.write_text(config.read_text().replace('FOCAL_LENGTH: 5000', 'FOCAL_LENGTH: -5000'))
+    checks = {c.name: c for c in weights.verify(folder)}
+    assert not weights.ready(checks.values())
+    assert not checks['model_config.yaml'].ok
+    assert 'FOCAL_LENGTH = -5000 is out of range' in checks['model_config.yaml'].detail
+
+    folder = write_small_data_dir(tmp_path / 'bomb' / '_DATA')
+    checkpoint = folder / ckpt_io.CHECKPOINT_IN_DATA_DIR
+    torch.save({'state_dict': small_state_dict(0), 'hyper_parameters': {'x': _memo_bomb(40)}}, checkpoint)
+    checks = {c.name: c for c in weights.verify(folder)}
+    assert not weights.ready(checks.values())
+    assert not checks['HaMeR checkpoint'].ok
+    assert f'{checkpoint}: more than 100000 values' in checks['HaMeR checkpoint'].detail
+
+
+def test_names_from_the_file_are_printed_without_terminal_escapes(tmp_path):
+    path = _checkpoint_with_pickle(tmp_path / 'escape.ckpt', b'\x80\x02cos\nsystem\x1b[2J\x1b[31m\n)R.')
+    with pytest.raises(ValueError) as raised:
+        ckpt_io.read_checkpoint(path)
+    message = str(raised.value)
+    assert 'it references os.system\\x1b[2J\\x1b[31m (GLOBAL)' in message and '\x1b' not in message
+
+
+def test_a_record_stored_twice_is_refused(tmp_path):
+    """Zip readers may pick different copies of a duplicated record: the scanned pickle must be the loaded one."""
+    import warnings
+    import zipfile
+    path = _checkpoint_with_pickle(tmp_path / 'twice.ckpt', pickle.dumps({'state_dict': {}}, protocol=2))
+    with zipfile.ZipFile(path, 'a') as archive, warnings.catch_warnings():
+        warnings.simplefilter('ignore')   # zipfile warns about the duplicate name
+        name = next(n for n in archive.namelist() if n.endswith('/data.pkl'))
+        archive.writestr(name, b'\x80\x02cos\nsystem\n)R.')
+    with pytest.raises(ValueError, match=r'twice\.ckpt: cannot be read as a PyTorch checkpoint \(the same record name '
+                                         r'twice\)'):
+        ckpt_io.read_checkpoint(path)

@@ -1,12 +1,12 @@
 """The real-size network against the official code's outputs (public_crop_case.npz, seed-1 fixture weights),
-at the tolerances of hamer_reference/README.md. Each test runs one full ViT-H forward pass."""
-import importlib.util
+at the tolerances of test/data/README.md. Each test runs one full ViT-H forward pass."""
 
 import numpy as np
 import pytest
 
 from hamer_ros.hamer.model import HamerModel
 from hamer_ros.types import HandDetection
+from reference_case import TOLERANCES
 
 pytestmark = pytest.mark.fixture_weights
 
@@ -14,12 +14,8 @@ M = np.diag([-1.0, 1.0, 1.0]).astype(np.float32)
 
 
 @pytest.fixture(scope='module')
-def tolerances(reference_dir):
-    """The (atol, rtol) table of the reference's own compare_public.py (one source of truth)."""
-    spec = importlib.util.spec_from_file_location('compare_public', reference_dir / 'compare_public.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.TOL
+def tolerances():
+    return TOLERANCES
 
 
 @pytest.fixture(scope='module')

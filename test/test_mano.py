@@ -1,9 +1,9 @@
 """MANO: official outputs, pkl vs checkpoint buffers, chumpy-free and code-free loading, wrist cap, left hands."""
 from __future__ import annotations
 
-import importlib.util
 import pickle
 import re
+import shutil
 import struct
 import sys
 import types
@@ -33,12 +33,10 @@ def mano(mano_pkl):
 
 
 @pytest.fixture(scope='module')
-def generator(reference_dir):
-    """The shared fixture generator, imported as a module (its make_mano / mano_buffers)."""
-    spec = importlib.util.spec_from_file_location('make_fixture_weights', reference_dir / 'make_fixture_weights.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def generator():
+    """The fixture generator (its make_mano / mano_buffers)."""
+    import fixture_weights
+    return fixture_weights
 
 
 @pytest.fixture(scope='module')
@@ -442,3 +440,61 @@ def test_layer_keeps_float32_under_autocast(mano, public_case):
     np.testing.assert_allclose(out['vertices'].numpy(), public_case['pred_vertices'], rtol=0, atol=2e-6)
     assert set(layer.state_dict()) == {'v_template', 'shapedirs', 'posedirs', 'J_regressor', 'lbs_weights', 'parents'}
     assert mano_module.NUM_POSE_BASIS == layer.posedirs.shape[0]
+
+
+# ------------------------------------------------------------------------------- damaged or crafted MANO files
+
+def _nan_at(array):
+    array = np.array(array, dtype=np.float64, copy=True)
+    array.flat[7] = np.nan
+    return array
+
+
+def _sparse_with_short_indptr(matrix):
+    broken = matrix.copy()
+    broken.indptr = broken.indptr[:10]
+    return broken
+
+
+@pytest.mark.parametrize('key, change, expected', [
+    ('v_template', lambda v: np.array([{'x': 1}] * 778 * 3, dtype=object).reshape(778, 3), r'holds object values'),
+    ('weights', lambda w: w.astype(str), r'holds <U\d+ values'),
+    ('f', lambda f: f.astype(np.float64), r'holds float64 values, expected integers'),
+    ('kintree_table', lambda k: k.astype(np.float64), r'holds float64 values, expected integers'),
+    ('J_regressor', _sparse_with_short_indptr, r'inconsistent sparse matrix \(index pointer size'),
+    ('J_regressor', lambda j: scipy.sparse.csc_matrix(_nan_at(j.toarray())), r'non-finite values'),
+    ('weights', _nan_at, r'non-finite values'),
+    ('posedirs', _nan_at, r'non-finite values'),
+    ('shapedirs', lambda s: _nan_at(s) * np.inf, r'non-finite values'),
+    ('v_template', lambda v: v * 1e300, r'beyond float32 range'),
+])
+def test_damaged_arrays_are_refused_naming_file_and_key(tmp_path, generator, seed1_mano_dict, key, change, expected):
+    content = dict(seed1_mano_dict)
+    content[key] = change(content[key])
+    path = tmp_path / 'MANO_RIGHT.pkl'
+    path.write_bytes(pickle.dumps(content, protocol=2))
+    with pytest.raises(ValueError, match=rf"MANO_RIGHT\.pkl: '{key}'.*{expected}") as raised:
+        load_mano_pkl(path)
+    assert '\n' not in str(raised.value)
+    # setup-weights --verify-only / check report it as a line naming the file, not a traceback.
+    from hamer_ros import weights
+    data_dir = tmp_path / '_DATA'
+    (data_dir / 'data' / 'mano').mkdir(parents=True)
+    shutil.copy(path, data_dir / 'data' / 'mano' / 'MANO_RIGHT.pkl')
+    checks = {c.name: c for c in weights.verify(data_dir)}
+    assert not checks['MANO'].ok and f"'{key}'" in checks['MANO'].detail
+
+
+def test_state_dict_buffers_with_nan_are_refused(generator, seed1_mano_dict):
+    buffers = generator.mano_buffers(seed1_mano_dict)
+    buffers['mano.lbs_weights'][3, 2] = float('nan')
+    with pytest.raises(ValueError, match=r"hamer\.ckpt: 'mano\.lbs_weights' holds non-finite values"):
+        mano_from_state_dict(buffers, source='hamer.ckpt')
+
+
+def test_seed1_mano_file_is_the_one_the_reference_outputs_were_made_with(mano_pkl):
+    """test/fixture_weights.py writes the seed-1 MANO_RIGHT.pkl byte for byte (the checkpoint's float32 copies
+    are covered by the state-dict hash that scripts/prepare_test_data.py checks)."""
+    import hashlib
+    from conftest import prepare_test_data
+    assert hashlib.sha256(mano_pkl.read_bytes()).hexdigest() == prepare_test_data.SEED1_MANO_SHA256

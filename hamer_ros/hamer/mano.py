@@ -24,6 +24,8 @@ import scipy.sparse
 import torch
 from smplx.lbs import batch_rigid_transform, lbs
 
+from hamer_ros.errors import UserError
+from hamer_ros.hamer.untrusted import printable, short_repr
 from hamer_ros.hamer.topology import (  # noqa: F401 (re-exported: the MANO topology lives there)
     NUM_VERTICES, NUM_FACES, NUM_JOINTS, NUM_BETAS, NUM_POSE_BASIS,
     MANO_JOINT_NAMES, MANO_PARENTS, FINGERTIP_VERTEX_IDS, JOINT_MAP, OPENPOSE_JOINT_NAMES,
@@ -34,7 +36,7 @@ from hamer_ros.hamer.topology import (  # noqa: F401 (re-exported: the MANO topo
 _MIRROR_SIGNS = np.outer([-1.0, 1.0, 1.0], [-1.0, 1.0, 1.0])
 
 
-class MANOFileError(ValueError):
+class MANOFileError(UserError, ValueError):
     """A MANO file or checkpoint that cannot be used; the message names the file and the key."""
 
 
@@ -62,18 +64,38 @@ _EXPECTED_SHAPES = {
 }
 
 
+_INTEGER_FIELDS = ('parents', 'faces')
+
+
+def _check_numeric(value: np.ndarray, source: str, key: str, integer: bool = False) -> None:
+    """Numbers only (no strings, objects, or booleans), integers where indices are expected."""
+    kinds = 'iu' if integer else 'iuf'
+    if value.dtype.kind not in kinds:
+        expected = 'integers' if integer else 'numbers'
+        raise MANOFileError(f'{source}: {key!r} holds {value.dtype} values, expected {expected}; the file is damaged '
+                            'or not a MANO model (use the original MANO_RIGHT.pkl)')
+
+
 def _make_mano_data(arrays: Mapping[str, np.ndarray], source: str, key_names: Mapping[str, str]) -> ManoData:
-    """Checks shapes and topology, casts to the smplx dtypes; errors name the file and its key."""
+    """Checks dtypes, shapes, finiteness and topology, casts to the smplx dtypes; errors name the file and key."""
     checked = {}
     for field, shape in _EXPECTED_SHAPES.items():
         value = arrays[field]
+        _check_numeric(value, source, key_names[field], integer=field in _INTEGER_FIELDS)
         if value.shape != shape:
             raise MANOFileError(f'{source}: {key_names[field]!r} has shape {value.shape}, expected {shape} '
                                 '(is this the right-hand MANO model, MANO_RIGHT.pkl?)')
-        dtype = np.int64 if field in ('parents', 'faces') else np.float32
-        checked[field] = np.ascontiguousarray(value, dtype=dtype)
-    if not np.all(np.isfinite(checked['v_template'])):
-        raise MANOFileError(f'{source}: {key_names["v_template"]!r} holds non-finite values; the file is damaged')
+        if field in _INTEGER_FIELDS:
+            checked[field] = np.ascontiguousarray(value, dtype=np.int64)
+            continue
+        if not np.all(np.isfinite(value)):
+            raise MANOFileError(f'{source}: {key_names[field]!r} holds non-finite values (NaN or inf); the file is '
+                                'damaged: download it again')
+        with np.errstate(over='ignore'):   # reported below, naming the key
+            checked[field] = np.ascontiguousarray(value, dtype=np.float32)
+        if not np.all(np.isfinite(checked[field])):
+            raise MANOFileError(f'{source}: {key_names[field]!r} holds values beyond float32 range; the file is '
+                                'damaged: download it again')
     if tuple(checked['parents']) != MANO_PARENTS:
         raise MANOFileError(f'{source}: {key_names["parents"]!r} is {checked["parents"].tolist()}, expected the MANO '
                             f'kinematic tree {list(MANO_PARENTS)}')
@@ -104,14 +126,29 @@ class _PickledSparse:
     def __setstate__(self, state):
         self.state = state
 
-    def to_scipy(self, where: str):
+    def to_scipy(self, where: str, max_elements: int):
+        """The matrix, checked: numeric arrays, a shape of at most `max_elements` (it is densified next), index
+        arrays consistent with the shape (scipy's full format check)."""
         state = self.state if isinstance(self.state, dict) else {}
         shape = state.get('_shape', state.get('shape'))
         if shape is None or not all(k in state for k in ('data', 'indices', 'indptr')):
             raise MANOFileError(f'{where}: sparse matrix without data/indices/indptr/shape in its pickled state')
+        arrays = [state[k] for k in ('data', 'indices', 'indptr')]
+        if not all(isinstance(a, np.ndarray) and a.dtype.kind in 'iuf' for a in arrays) or \
+                arrays[1].dtype.kind == 'f' or arrays[2].dtype.kind == 'f':
+            raise MANOFileError(f'{where}: sparse matrix whose data/indices/indptr are not numeric arrays')
+        if not (isinstance(shape, tuple) and len(shape) == 2 and all(type(n) is int and n >= 0 for n in shape)
+                and shape[0] * shape[1] <= max_elements):
+            raise MANOFileError(f'{where}: sparse matrix of shape {short_repr(shape)}, expected at most '
+                                f'{max_elements} elements')
         matrix_class = scipy.sparse.csc_matrix if self.sparse_format == 'csc' else scipy.sparse.csr_matrix
-        return matrix_class((np.asarray(state['data']), np.asarray(state['indices']), np.asarray(state['indptr'])),
-                            shape=tuple(shape))
+        try:
+            matrix = matrix_class(tuple(arrays), shape=shape)
+            matrix.check_format(full_check=True)
+        except (ValueError, TypeError, IndexError) as exc:
+            raise MANOFileError(f'{where}: inconsistent sparse matrix ({printable(str(exc))}); the file is '
+                                'damaged: download MANO_RIGHT.pkl again') from None
+        return matrix
 
 
 class _PickledCsc(_PickledSparse):
@@ -160,12 +197,12 @@ class _MANOUnpickler(pickle.Unpickler):
 
     def find_class(self, module, name):
         if module == 'chumpy' or module.startswith('chumpy.'):
-            return type(name, (_PickledChumpy,), {'chumpy_class': f'{module}.{name}'})
+            return type('Chumpy', (_PickledChumpy,), {'chumpy_class': printable(f'{module}.{name}')})
         found = self._allowed.get((module, name))
         if found is None:
-            raise MANOFileError(f'{self._source}: refused to load the global {module}.{name} from this pickle: a MANO '
-                                'file holds only numpy arrays, scipy sparse matrices and chumpy arrays, and loading '
-                                'never runs code. Use the original MANO_RIGHT.pkl from the MANO website.')
+            raise MANOFileError(f'{self._source}: refused to load the global {printable(f"{module}.{name}")} from this '
+                                'pickle: a MANO file holds only numpy arrays, scipy sparse matrices and chumpy arrays, '
+                                'and loading never runs code. Use the original MANO_RIGHT.pkl from the MANO website.')
         return found
 
 
@@ -177,10 +214,17 @@ def _to_array(value, source: str, key: str) -> np.ndarray:
                                 'only plain chumpy arrays (Ch) can be read without chumpy')
         value = state['x']
     if isinstance(value, _PickledSparse):
-        value = value.to_scipy(f'{source}: {key!r}').toarray()
+        value = value.to_scipy(f'{source}: {key!r}', max_elements=_MAX_ELEMENTS).toarray()
     if not isinstance(value, np.ndarray):
         raise MANOFileError(f'{source}: {key!r} is a {type(value).__name__}, expected an array')
+    _check_numeric(value, source, key)
+    if value.size > _MAX_ELEMENTS:
+        raise MANOFileError(f'{source}: {key!r} has {value.size} elements, far more than a MANO model\'s')
     return value
+
+
+# The largest MANO array: posedirs, 778 x 3 x 135 = 315 090 numbers.
+_MAX_ELEMENTS = 4 * NUM_VERTICES * 3 * NUM_POSE_BASIS
 
 
 # smplx's attribute <- key in MANO_RIGHT.pkl
@@ -204,7 +248,8 @@ def load_mano_pkl(path: Union[str, Path]) -> ManoData:
     except MANOFileError:
         raise
     except Exception as exc:   # truncated or not a pickle at all: say which file
-        raise MANOFileError(f'{source}: cannot read this file as a MANO pickle ({type(exc).__name__}: {exc}); '
+        raise MANOFileError(f'{source}: cannot read this file as a MANO pickle ({type(exc).__name__}: '
+                            f'{printable(str(exc).splitlines()[0] if str(exc) else "")}); '
                             'download MANO_RIGHT.pkl again') from exc
     if not isinstance(content, dict):
         raise MANOFileError(f'{source}: expected a dict of MANO arrays, found a {type(content).__name__}')
@@ -226,6 +271,7 @@ def load_mano_pkl(path: Union[str, Path]) -> ManoData:
     kintree = arrays['parents']
     if kintree.ndim != 2 or kintree.shape[0] != 2:
         raise MANOFileError(f'{source}: \'kintree_table\' has shape {kintree.shape}, expected (2, {NUM_JOINTS})')
+    _check_numeric(kintree, source, 'kintree_table', integer=True)
     parents = kintree[0].astype(np.int64)
     parents[0] = -1
     arrays['parents'] = parents
