@@ -612,11 +612,17 @@ class HamerNode(Node):
         return render_overlay(image, frame.hands, frame.intrinsics, faces)
 
     def _make_tf_sender(self):
-        """tf2_ros's broadcaster on a ROS install; without tf2_ros, the same TFMessage on /tf (ROS2_ENV.md)."""
+        """tf2_ros's broadcaster on a ROS install; without tf2_ros, the same TFMessage on /tf (the PyPI test
+        environment has no tf2_ros). Said in the log: on a ROS install it means tf2_ros_py is missing."""
         try:
             from tf2_ros import TransformBroadcaster
-        except ImportError:
+        except ImportError as exc:
             from tf2_msgs.msg import TFMessage
+
+            self.get_logger().warning(
+                f'tf2_ros is not importable ({exc}): publishing TFMessage on /tf directly (same topic, type and '
+                'QoS). On a ROS install this means the package tf2_ros_py is missing: rosdep install --from-paths '
+                'src --ignore-src, or apt install ros-$ROS_DISTRO-tf2-ros-py')
 
             # tf2_ros's own /tf QoS: reliable, volatile, depth 100.
             publisher = self.create_publisher(TFMessage, '/tf', QoSProfile(

@@ -78,14 +78,98 @@ def hand_mesh_array(frame: FrameResult, header, faces: Optional[Dict[str, np.nda
 
 # ------------------------------------------------------------------------------ fast marker serialization
 #
-# rclpy serializes the MarkerArray except the big point blocks: each TRIANGLE_LIST marker gets a single
-# sentinel point, whose 24 bytes are then replaced by the whole (N, 3) float64 block and whose sequence
-# length by N. That is exact because a sequence of geometry_msgs/Point is a uint32 count followed by
-# packed doubles, and N*24 bytes keep every later field's alignment (CDR aligns to at most 8). Whether
-# this holds for the middleware at hand is checked once against rclpy's own serialization (`fast_markers_work`);
-# where it does not, the caller falls back to ordinary messages.
+# rclpy serializes the MarkerArray except the big point blocks: each TRIANGLE_LIST marker gets one placeholder
+# point, whose 24 bytes are then replaced by the whole (N, 3) float64 block and whose sequence count by N.
+# Where the count sits is computed from the message layout (`_point_count_offsets`), not searched for:
+# plain CDR (XCDR1, the encapsulation rclpy's middleware writes; checked on every call) puts each primitive at the
+# next multiple of its size (at most 8) counted from the start of the payload, just after the 4-byte
+# encapsulation header; a string is a uint32 byte count (with the terminating NUL) and the bytes; a sequence is
+# a uint32 element count and the elements; nested messages add no bytes of their own. So the placeholder point
+# starts at the first multiple of 8 after its count, and swapping its 24 bytes for N*24 keeps every later
+# field's offset the same modulo 8: their padding, hence their bytes, do not change. A marker with no corners
+# is serialized by rclpy as it is (no placeholder). `fast_markers_work` still compares the result with rclpy's
+# own serialization once per process; where they differ the caller uses ordinary messages.
 
-_SENTINEL_X, _SENTINEL_Z = -7.291435e-301, 3.1705e-299     # values no marker ever holds
+_PLACEHOLDER = (-7.291435e-301, 1.0, 3.1705e-299)       # checked where the layout says the point is
+_PRIMITIVE_SIZES = {'boolean': 1, 'octet': 1, 'char': 1, 'uint8': 1, 'int8': 1, 'int16': 2, 'uint16': 2,
+                    'int32': 4, 'uint32': 4, 'float': 4, 'int64': 8, 'uint64': 8, 'double': 8}
+
+
+def _align(position: int, size: int) -> int:
+    size = min(size, 8)
+    return (position + size - 1) // size * size
+
+
+def _cdr_end(value, slot, position: int) -> int:
+    """Where `value` (of rosidl type `slot`) ends when it starts at payload offset `position` (plain CDR)."""
+    from rosidl_parser import definition as types
+
+    if isinstance(slot, types.BasicType):
+        size = _PRIMITIVE_SIZES[slot.typename]
+        return _align(position, size) + size
+    if isinstance(slot, types.AbstractString) and not isinstance(slot, types.AbstractWString):
+        return _align(position, 4) + 4 + len(value.encode('utf-8')) + 1
+    if isinstance(slot, types.NamespacedType):
+        if _is_fixed_size(type(value)):
+            # No strings or sequences: its size depends only on where it starts modulo 8 (every alignment is a
+            # divisor of 8), so it is walked once per class and residue (points, colours, poses).
+            key = (type(value), position % 8)
+            if key not in _FIXED_SIZES:
+                _FIXED_SIZES[key] = _cdr_message_end(value, position) - position
+            return position + _FIXED_SIZES[key]
+        return _cdr_message_end(value, position)
+    if isinstance(slot, types.AbstractNestedType):
+        if isinstance(slot, types.AbstractSequence):
+            position = _align(position, 4) + 4          # the element count
+        element = slot.value_type
+        if isinstance(element, types.BasicType):       # one block: aligned once (when there are elements)
+            size = _PRIMITIVE_SIZES[element.typename]
+            return _align(position, size) + size * len(value) if len(value) else position
+        for item in value:
+            position = _cdr_end(item, element, position)
+        return position
+    raise NotImplementedError(f'no CDR layout for {type(slot).__name__} fields')
+
+
+_FIXED_SIZES: Dict[tuple, int] = {}
+
+
+def _is_fixed_size(message_class) -> bool:
+    cached = getattr(message_class, '_hamer_ros_fixed_size', None)
+    if cached is None:
+        from rosidl_parser import definition as types
+
+        def fixed(slot) -> bool:
+            if isinstance(slot, types.Array):
+                return fixed(slot.value_type)
+            return isinstance(slot, types.BasicType)
+        # A nested message counts as fixed when all of its fields are: checked on an instance of it.
+        cached = all(fixed(slot) or (isinstance(slot, types.NamespacedType)
+                                     and _is_fixed_size(type(getattr(message_class(), name))))
+                     for name, slot in zip(message_class.get_fields_and_field_types(), message_class.SLOT_TYPES))
+        message_class._hamer_ros_fixed_size = cached
+    return cached
+
+
+def _cdr_message_end(message, position: int) -> int:
+    for name, slot in zip(type(message).get_fields_and_field_types(), type(message).SLOT_TYPES):
+        position = _cdr_end(getattr(message, name), slot, position)
+    return position
+
+
+def _point_count_offsets(message, indices) -> Dict[int, int]:
+    """{marker index: payload offset of its `points` count} for the markers `indices` of a MarkerArray."""
+    marker_slots = None
+    position = _align(0, 4) + 4                         # the marker count
+    offsets = {}
+    for index, marker in enumerate(message.markers):
+        if marker_slots is None:
+            marker_slots = list(zip(type(marker).get_fields_and_field_types(), type(marker).SLOT_TYPES))
+        for name, slot in marker_slots:
+            if name == 'points' and index in indices:
+                offsets[index] = _align(position, 4)
+            position = _cdr_end(getattr(marker, name), slot, position)
+    return offsets
 
 
 def serialize_hand_markers(markers: HandMarkers) -> bytes:
@@ -93,28 +177,35 @@ def serialize_hand_markers(markers: HandMarkers) -> bytes:
     from rclpy.serialization import serialize_message   # here: hand_mesh_array works without rclpy
 
     message = markers.message
-    order = sorted(markers.triangle_points)
-    for k, index in enumerate(order):
-        message.markers[index].points = [Point(x=_SENTINEL_X, y=float(k), z=_SENTINEL_Z)]
-    raw = serialize_message(message)
-    # CDR encapsulation header: second byte 1 = little endian, 0 = big endian.
-    endian = '<' if raw[1] & 1 else '>'
-    parts, position = [], 0
-    for k, index in enumerate(order):
-        sentinel = struct.pack(endian + 'ddd', _SENTINEL_X, float(k), _SENTINEL_Z)
-        at = raw.find(sentinel, position)
-        if at < 8 or raw.find(sentinel, at + 1) >= 0:
-            raise RuntimeError('marker serialization: sentinel point not found exactly once')
-        # The count sits right before the doubles, or 4 bytes earlier when they needed padding to 8.
-        count_at = at - 4 if struct.unpack_from(endian + 'I', raw, at - 4)[0] == 1 else at - 8
-        if struct.unpack_from(endian + 'I', raw, count_at)[0] != 1:
-            raise RuntimeError('marker serialization: no point count before the sentinel point')
-        corners = np.ascontiguousarray(markers.triangle_points[index], dtype=endian + 'f8')
-        parts += [raw[position:count_at], struct.pack(endian + 'I', len(corners)), raw[count_at + 4:at],
-                  corners.tobytes()]
-        position = at + 24
+    order = sorted(index for index, corners in markers.triangle_points.items() if len(corners))
+    for index in markers.triangle_points:
         message.markers[index].points = []
-    parts.append(raw[position:])
+    for index in order:
+        message.markers[index].points = [Point(x=_PLACEHOLDER[0], y=_PLACEHOLDER[1], z=_PLACEHOLDER[2])]
+    try:
+        raw = serialize_message(message)
+        # Encapsulation header: 0x0000 plain CDR big endian, 0x0001 little endian; anything else (XCDR2 aligns
+        # 8-byte values to 4) has another layout.
+        if raw[0] != 0 or raw[1] not in (0, 1):
+            raise RuntimeError(f'marker serialization: encapsulation {raw[:2].hex()} is not plain CDR')
+        endian = '<' if raw[1] == 1 else '>'
+        offsets = _point_count_offsets(message, set(order))
+        placeholder = struct.pack(endian + 'ddd', *_PLACEHOLDER)
+        parts, position = [], 0
+        for index in order:
+            count_at = 4 + offsets[index]                       # 4: the encapsulation header
+            points_at = 4 + _align(offsets[index] + 4, 8)
+            if (struct.unpack_from(endian + 'I', raw, count_at)[0] != 1
+                    or raw[points_at:points_at + 24] != placeholder):
+                raise RuntimeError('marker serialization: the point block is not where the CDR layout puts it')
+            corners = np.ascontiguousarray(markers.triangle_points[index], dtype=endian + 'f8')
+            parts += [raw[position:count_at], struct.pack(endian + 'I', len(corners)), raw[count_at + 4:points_at],
+                      corners.tobytes()]
+            position = points_at + 24
+        parts.append(raw[position:])
+    finally:
+        for index in order:
+            message.markers[index].points = []
     return b''.join(parts)
 
 
@@ -133,7 +224,7 @@ def fast_markers_work() -> bool:
     probe.triangle_points = {0: rng.standard_normal((9, 3)), 2: rng.standard_normal((3, 3))}
     try:
         fast = serialize_hand_markers(probe)
-    except RuntimeError:
+    except (RuntimeError, NotImplementedError):
         return False
     # Compared as messages: CDR padding bytes are not initialised, so equal messages can differ in bytes.
     reference = serialize_message(probe.filled())
