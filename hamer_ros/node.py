@@ -14,6 +14,7 @@ Topics, parameters and frames: README.md, section "The node". Start with `ros2 l
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -45,7 +46,7 @@ from hamer_ros.overlap import LatestSlot, OverlappedPipeline
 from hamer_ros.msg import HandMeshArray
 from hamer_ros.pipeline import HandPipeline, faces_by_side
 from hamer_ros.ros_messages import fast_markers_work, hand_mesh_array, serialize_hand_markers
-from hamer_ros.tf_frames import hand_transforms
+from hamer_ros.tf_frames import frame_id_for_tf, frame_prefix_for_tf, hand_transforms
 from hamer_ros.types import CameraIntrinsics
 
 # ------------------------------------------------------------------------------------------- parameters
@@ -91,8 +92,8 @@ PARAMETERS: List[Tuple[str, Any, bool, str, dict]] = [
     ('max_image_pixels', DEFAULT_MAX_PIXELS, False, 'larger images are refused with a warning (pixels)',
      _int_range(1, 2 ** 31 - 1)),
     ('mirrored', False, True, 'the camera image is mirrored (selfie view): the detector swaps hand sides', {}),
-    ('detector.model_path', '', True, 'MediaPipe hand_landmarker.task; empty: the project\'s own, built into the '
-     'cache on first use', {}),
+    ('detector.model_path', '', True, 'MediaPipe hand_landmarker.task; empty: the project\'s own, provisioned '
+     'into the cache at set-up time (python -m hamer_ros check --provision); the node never fetches it', {}),
     ('detector.running_mode', 'video', True, 'video: MediaPipe follows hands between frames (faster); image: every '
      'frame on its own', {}),
     ('detector.num_hands', 2, True, 'most hands MediaPipe reports per image', _int_range(1, 8)),
@@ -142,6 +143,8 @@ def _check_value(name: str, value) -> Optional[str]:
         return f'{name} must be three numbers in [0, 1] (RGB), got {list(value)}'
     if name == 'frame_prefix' and any(c.isspace() for c in value):
         return f'frame_prefix must not contain spaces, got {value!r}'
+    if name == 'frame_prefix' and frame_prefix_for_tf(value)[0] is None:
+        return frame_prefix_for_tf(value)[1]
     return None
 
 
@@ -201,6 +204,11 @@ class HamerNode(Node):
     """Subscribes `image` (or `image/compressed`) and `camera_info`; publishes `hands/mano`, `hands/markers`,
     `hands/overlay`, `/tf` and `/diagnostics`."""
 
+    # A detector that failed to start is tried again after 2 s, then twice as long each time, at most 60 s.
+    DETECTOR_RETRY_FIRST_S, DETECTOR_RETRY_MAX_S = 2.0, 60.0
+    # While a change waits for the frame inside the overlapped model thread, it says so this often (s).
+    PAUSE_REPORT_S = 10.0
+
     def __init__(self, **kwargs):
         super().__init__('hamer_node', **kwargs)
         self._declare_parameters()
@@ -213,6 +221,9 @@ class HamerNode(Node):
         self._model_state = 'loading'
         self._model_detail = ''
         self._detector_error: Optional[str] = None
+        self._detector_retry_s = self.DETECTOR_RETRY_FIRST_S     # back-off between attempts to start it
+        self._next_detector_retry = float('inf')
+        self.fatal_error: Optional[str] = None     # why the worker stopped: main() exits non-zero
         self._device = 'cpu'
         self._counters = dict(processed=0, bad_images=0, failed=0, hands_dropped=0, hands=0, dropped_in_pipeline=0)
         self._overlapped: Optional[OverlappedPipeline] = None
@@ -290,8 +301,11 @@ class HamerNode(Node):
         style = MarkerStyle(color_left=tuple(value('markers.color_left')),
                             color_right=tuple(value('markers.color_right')), alpha=value('markers.alpha'),
                             joint_diameter=value('markers.joint_diameter'), bone_width=value('markers.bone_width'))
+        frame_prefix, problem = frame_prefix_for_tf(value('frame_prefix'))
+        if problem:
+            self.get_logger().warning(problem)
         return OutputSettings(mesh=value('publish.mesh'), markers=value('publish.markers'), tf=value('publish.tf'),
-                              overlay=value('publish.overlay'), frame_prefix=value('frame_prefix'),
+                              overlay=value('publish.overlay'), frame_prefix=frame_prefix,
                               marker_style=style, max_image_pixels=value('max_image_pixels'))
 
     def _validate_parameter_change(self, parameters) -> SetParametersResult:
@@ -371,6 +385,8 @@ class HamerNode(Node):
                 if self._detector_settings_changed:
                     self._detector_settings_changed = False
                     self._while_paused(pipeline, self._replace_detector)
+                elif pipeline.detector is None and time.monotonic() >= self._next_detector_retry:
+                    self._while_paused(pipeline, self._retry_detector)
                 if item is not None:
                     self._process(pipeline, item)
                 elif pipeline.landmarks_only and time.monotonic() >= next_weights_check > 0:
@@ -380,9 +396,14 @@ class HamerNode(Node):
                         self._while_paused(pipeline, self._retry_weights)
         except Exception as exc:    # noqa: BLE001 - the worker must report, not vanish silently
             if not self._stop.is_set():
-                self.get_logger().fatal(f'processing thread stopped: {type(exc).__name__}: {exc}')
+                self.fatal_error = f'{type(exc).__name__}: {exc}'
+                self.get_logger().fatal(f'processing thread stopped: {self.fatal_error}. The node exits with '
+                                        'status 1 (launch restarts it with respawn:=true)')
                 with self._state_lock:
-                    self._model_state, self._model_detail = 'failed', f'{type(exc).__name__}: {exc}'
+                    self._model_state, self._model_detail = 'failed', self.fatal_error
+                # Wakes the executor in main(), which then exits non-zero: a node that no longer processes
+                # anything must not look alive.
+                self.context.try_shutdown()
         finally:
             idle = self._overlapped is None or self._overlapped.close(timeout=0.5)
             if idle and pipeline is not None and pipeline.detector is not None:
@@ -400,7 +421,13 @@ class HamerNode(Node):
         """Applies `change(pipeline)` (new detector, model, reset) with no frame in flight in the overlapped
         threads, which use the detector and the model without locks."""
         if self._overlapped is not None:
-            self._overlapped.close(timeout=10.0)      # lets the frame inside the network finish
+            # Waits for the frame inside the network (it cannot be interrupted) however long it takes: changing
+            # the pipeline or starting a second runner while a stage thread still runs would put two threads on
+            # one model or detector.
+            while not self._overlapped.close(timeout=self.PAUSE_REPORT_S):
+                if self._stop.is_set():
+                    return      # shutting down: no change, no new runner
+                self._warn('waiting for the frame inside HaMeR to finish before changing the pipeline', 0.0)
             self._count('dropped_in_pipeline', sum(self._overlapped.dropped.values()))
         change(pipeline)
         self._overlapped = self._make_overlapped(pipeline)
@@ -440,11 +467,14 @@ class HamerNode(Node):
                 self._device = 'cpu (MediaPipe only)'
             self.get_logger().error(
                 f'HaMeR weights not usable: {exc}\n'
-                f'  data_dir: {data_dir}\n'
-                f'  install them: python -m hamer_ros setup-weights --data-dir {data_dir}   (downloads them)\n'
+                f'  looked in {data_dir} (node parameter data_dir; launch argument data_dir:=<folder>; when empty '
+                f'$HAMER_ROS_DATA_DIR or ~/.local/share/hamer_ros/_DATA)\n'
+                f'  install them there: python -m hamer_ros setup-weights --data-dir {data_dir}   (downloads them)\n'
                 f'    or: python -m hamer_ros setup-weights --from hamer_demo_data.tar.gz --data-dir {data_dir}\n'
-                f'  (or set the data_dir parameter to a folder with hamer_ckpts/checkpoints/hamer.ckpt,\n'
-                f'   hamer_ckpts/model_config.yaml and data/mano/MANO_RIGHT.pkl).\n'
+                f'  or point the node at a folder that has them: parameter data_dir, e.g. `ros2 launch hamer_ros '
+                f'hamer.launch.py data_dir:=/path/to/_DATA`\n'
+                f'  (it needs hamer_ckpts/checkpoints/hamer.ckpt, hamer_ckpts/model_config.yaml and '
+                f'data/mano/MANO_RIGHT.pkl).\n'
                 f'  Running landmarks-only until then (MediaPipe joints on hands/mano, TF and skeleton markers, '
                 f'no mesh); installed weights are loaded without a restart (parameter weights_retry_period).')
             return None
@@ -458,7 +488,15 @@ class HamerNode(Node):
         self.get_logger().info(f'files changed in {self._data_dir()}: trying to load the HaMeR weights again')
         pipeline.model = self._load_model()
 
+    def _retry_detector(self, pipeline: HandPipeline) -> None:
+        self.get_logger().info('trying to start the hand detector again')
+        pipeline.detector = self._make_detector()
+        if pipeline.detector is not None:
+            self.get_logger().info(f'hand detector started: processing {self._image_topic}')
+
     def _make_detector(self):
+        """HandDetector, or None with the reason in the log and the diagnostics and the next attempt scheduled
+        (back-off). Never provisions the MediaPipe model: that is a set-up step (no fetching while running)."""
         value = lambda name: self.get_parameter(name).value  # noqa: E731
         try:
             from hamer_ros.detection import HandDetector
@@ -469,12 +507,17 @@ class HamerNode(Node):
                 min_detection_confidence=value('detector.min_detection_confidence'),
                 min_presence_confidence=value('detector.min_presence_confidence'),
                 min_tracking_confidence=value('detector.min_tracking_confidence'),
-                mirrored=value('mirrored'))
+                mirrored=value('mirrored'), provision_model=False)
         except Exception as exc:    # noqa: BLE001 - report and keep the node (diagnostics, parameters) alive
-            self._detector_error = f'{type(exc).__name__}: {exc}'
-            self.get_logger().error(f'MediaPipe hand detector unavailable, no hands will be found: {exc}')
+            retry_s = self._detector_retry_s
+            self._next_detector_retry = time.monotonic() + retry_s
+            self._detector_retry_s = min(retry_s * 2, self.DETECTOR_RETRY_MAX_S)
+            self._detector_error = f'{type(exc).__name__}: {exc} (next try in {retry_s:.0f} s)'
+            self.get_logger().error(f'MediaPipe hand detector unavailable, no hands will be found: {exc}. '
+                                    f'Trying again in {retry_s:.0f} s')
             return None
         self._detector_error = None
+        self._detector_retry_s, self._next_detector_retry = self.DETECTOR_RETRY_FIRST_S, float('inf')
         return detector
 
     def _replace_detector(self, pipeline: HandPipeline) -> None:
@@ -503,6 +546,11 @@ class HamerNode(Node):
     def _process(self, pipeline: HandPipeline, msg) -> None:
         outputs = self._outputs
         header = msg.header
+        frame_id, problem = frame_id_for_tf(header.frame_id)
+        if problem:
+            self._warn(problem, 10.0)
+        if frame_id is not None and frame_id != header.frame_id:
+            header = Header(stamp=header.stamp, frame_id=frame_id)
         try:
             if isinstance(msg, CompressedImage):
                 image = compressed_msg_to_bgr(msg, outputs.max_image_pixels)
@@ -514,6 +562,7 @@ class HamerNode(Node):
             return
         if pipeline.detector is None:
             self._count('failed')
+            self._warn(f'frame not processed: no hand detector ({self._detector_error})', 10.0)
             return
         intrinsics = self._intrinsics_for(image.shape[1], image.shape[0])
         stamp_ns = bag_io.stamp_ns(header.stamp)
@@ -581,12 +630,15 @@ class HamerNode(Node):
         faces = self._faces(pipeline)
         if outputs.mesh:
             self._mesh_pub.publish(hand_mesh_array(frame, header, faces))
-        if outputs.tf and frame.hands:
+        placeable = bool(header.frame_id)       # empty: no TF parent, no marker frame (frame_id_for_tf)
+        if outputs.tf and frame.hands and placeable:
             self._send_transforms(hand_transforms(frame, header, outputs.frame_prefix))
-        if outputs.markers:
+        if outputs.markers and placeable:
             with self._markers_lock:
-                markers = self._marker_builder.build(frame, header, faces)
-                if markers.message.markers:
+                # Checked again under the lock: publish.markers switched off meanwhile has already sent (or is
+                # waiting to send) its DELETEALL, and no ADD may follow it.
+                markers = self._marker_builder.build(frame, header, faces) if self._outputs.markers else None
+                if markers is not None and markers.message.markers:
                     self._marker_pub.publish(serialize_hand_markers(markers) if self._fast_markers
                                              else markers.filled())
         if outputs.overlay:
@@ -651,7 +703,7 @@ class HamerNode(Node):
         elif state == 'failed':
             level, message = DiagnosticStatus.ERROR, 'processing thread stopped'
         if self._detector_error:
-            level, message = DiagnosticStatus.ERROR, 'hand detector unavailable'
+            level, message = DiagnosticStatus.ERROR, f'hand detector unavailable: {self._detector_error}'
         elif state in ('hamer', 'landmarks_only') and not recent:
             level = max(level, DiagnosticStatus.WARN)
             message = (f'no images processed recently: is {self._image_topic} publishing? (Fast DDS drops '
@@ -711,11 +763,19 @@ def main(argv=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # From here on a second SIGINT/SIGTERM (launch forwards one to the process group, a service manager
+        # may repeat its own) must not interrupt the shutdown with a KeyboardInterrupt traceback: the node is
+        # stopping already, within the time below.
+        _ignore_stop_signals()
         # SIGINT/SIGTERM shut the context down (rclpy's handlers); give the worker 1 s to finish its frame
         # (a forward pass cannot be interrupted: a worker still inside the network is left behind).
         finished = node.stop(timeout=1.0)
         if not finished:
             node.get_logger().info('stopping in the middle of a frame: it is not published')
+        status = 0
+        if node.fatal_error is not None:
+            status = 1
+            node.get_logger().fatal(f'exiting with status 1: the processing thread stopped ({node.fatal_error})')
         node.destroy_node()
         rclpy.try_shutdown()
     # Everything the node opened is closed now. Skip the interpreter's own teardown: with torch and MediaPipe
@@ -723,4 +783,9 @@ def main(argv=None) -> int:
     # still inside the network.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(status)
+
+
+def _ignore_stop_signals() -> None:
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)
