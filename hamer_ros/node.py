@@ -111,7 +111,8 @@ PARAMETERS: List[Tuple[str, Any, bool, str, dict]] = [
      _float_range(0.0, 1.0)),
     ('tracking.max_missed_frames', 5, True, 'a track unseen for more frames than this is dropped',
      _int_range(0, 1000)),
-    ('tracking.max_age_s', 3.0, True, '...or unseen for longer than this (s, by image stamps)',
+    ('tracking.max_age_s', 3.0, True, '...or unseen for longer than this (s, by image stamps) and missed in a '
+     'processed frame (a hand seen in the last processed frame keeps its id on slow devices)',
      _float_range(0.001, 3600.0)),
     ('publish.mesh', True, False, 'publish hands/mano (HandMeshArray)', {}),
     ('publish.markers', True, False, 'publish hands/markers (RViz MarkerArray)', {}),
