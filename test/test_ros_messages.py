@@ -217,3 +217,32 @@ def test_tf_frames_with_two_hands_of_one_side_and_landmarks_only():
         assert (r.x, r.y, r.z, r.w) == (0.0, 0.0, 0.0, 1.0)
     np.testing.assert_allclose([[t.transform.translation.x, t.transform.translation.y, t.transform.translation.z]
                                 for t in transforms[21:]], second.keypoints_camera_mediapipe)
+
+
+@pytest.mark.parametrize('frame_id,name,problem', [
+    ('camera_optical', 'camera_optical', None),
+    ('/camera_optical', 'camera_optical', "start with '/'"),
+    ('//a/b', 'a/b', "start with '/'"),
+    ('', None, 'may not be empty'),
+    ('/', None, 'may not be empty'),
+])
+def test_image_frame_ids_follow_tf2s_rules(frame_id, name, problem):
+    from hamer_ros.tf_frames import frame_id_for_tf
+
+    got_name, got_problem = frame_id_for_tf(frame_id)
+    assert got_name == name
+    assert (got_problem is None) if problem is None else (problem in got_problem and repr(frame_id) in got_problem)
+
+
+@pytest.mark.parametrize('prefix,name', [('hand_', 'hand_'), ('/abs/', 'abs/'), ('robot1/hand_', 'robot1/hand_'),
+                                         ('', None), ('//', None)])
+def test_frame_prefixes_follow_tf2s_rules(prefix, name):
+    from hamer_ros.tf_frames import frame_prefix_for_tf
+
+    got, problem = frame_prefix_for_tf(prefix)
+    assert got == name and (problem is None) == (name == prefix)
+    if name is not None:      # every frame name made with it is one tf2 accepts
+        rng = np.random.default_rng(5)
+        frame = _frame([HandResult(fake_detection('left', 3), fake_reconstruction(rng, False))])
+        names = [t.child_frame_id for t in hand_transforms(frame, _header(), got)]
+        assert names and all(n and not n.startswith('/') for n in names)
