@@ -100,75 +100,109 @@ def _align(position: int, size: int) -> int:
     return (position + size - 1) // size * size
 
 
-def _cdr_end(value, slot, position: int) -> int:
-    """Where `value` (of rosidl type `slot`) ends when it starts at payload offset `position` (plain CDR)."""
-    from rosidl_parser import definition as types
-
-    if isinstance(slot, types.BasicType):
-        size = _PRIMITIVE_SIZES[slot.typename]
-        return _align(position, size) + size
-    if isinstance(slot, types.AbstractString) and not isinstance(slot, types.AbstractWString):
-        return _align(position, 4) + 4 + len(value.encode('utf-8')) + 1
-    if isinstance(slot, types.NamespacedType):
-        if _is_fixed_size(type(value)):
-            # No strings or sequences: its size depends only on where it starts modulo 8 (every alignment is a
-            # divisor of 8), so it is walked once per class and residue (points, colours, poses).
-            key = (type(value), position % 8)
-            if key not in _FIXED_SIZES:
-                _FIXED_SIZES[key] = _cdr_message_end(value, position) - position
-            return position + _FIXED_SIZES[key]
-        return _cdr_message_end(value, position)
-    if isinstance(slot, types.AbstractNestedType):
-        if isinstance(slot, types.AbstractSequence):
-            position = _align(position, 4) + 4          # the element count
-        element = slot.value_type
-        if isinstance(element, types.BasicType):       # one block: aligned once (when there are elements)
-            size = _PRIMITIVE_SIZES[element.typename]
-            return _align(position, size) + size * len(value) if len(value) else position
-        for item in value:
-            position = _cdr_end(item, element, position)
-        return position
-    raise NotImplementedError(f'no CDR layout for {type(slot).__name__} fields')
-
-
+# Field kinds of a message class's plan (`_layout_plan`): how to step over one field.
+_PRIMITIVE, _STRING, _MESSAGE, _PRIMITIVES, _MESSAGES = range(5)
+_PLANS: Dict[type, list] = {}
 _FIXED_SIZES: Dict[tuple, int] = {}
 
 
-def _is_fixed_size(message_class) -> bool:
-    cached = getattr(message_class, '_hamer_ros_fixed_size', None)
-    if cached is None:
-        from rosidl_parser import definition as types
+def _layout_plan(message_class) -> list:
+    """[(field name, kind, primitive size or 0, has a count)] of `message_class`, from its rosidl type
+    description (made once per class)."""
+    plan = _PLANS.get(message_class)
+    if plan is not None:
+        return plan
+    from rosidl_parser import definition as types
 
-        def fixed(slot) -> bool:
-            if isinstance(slot, types.Array):
-                return fixed(slot.value_type)
-            return isinstance(slot, types.BasicType)
-        # A nested message counts as fixed when all of its fields are: checked on an instance of it.
-        cached = all(fixed(slot) or (isinstance(slot, types.NamespacedType)
-                                     and _is_fixed_size(type(getattr(message_class(), name))))
-                     for name, slot in zip(message_class.get_fields_and_field_types(), message_class.SLOT_TYPES))
-        message_class._hamer_ros_fixed_size = cached
+    plan = []
+    for name, slot in zip(message_class.get_fields_and_field_types(), message_class.SLOT_TYPES):
+        counted = isinstance(slot, types.AbstractSequence)
+        element = slot.value_type if isinstance(slot, types.AbstractNestedType) else slot
+        if isinstance(element, types.BasicType):
+            entry = (_PRIMITIVES if element is not slot else _PRIMITIVE, _PRIMITIVE_SIZES[element.typename])
+        elif isinstance(element, types.AbstractString) and not isinstance(element, types.AbstractWString) \
+                and element is slot:
+            entry = (_STRING, 0)
+        elif isinstance(element, types.NamespacedType):
+            entry = (_MESSAGES if element is not slot else _MESSAGE, 0)
+        else:
+            raise NotImplementedError(f'no CDR layout for {message_class.__name__}.{name}')
+        plan.append((name, entry[0], entry[1], counted))
+    _PLANS[message_class] = plan
+    return plan
+
+
+def _is_fixed_size(message_class) -> bool:
+    """No strings or sequences anywhere inside (checked on an instance for the nested classes)."""
+    cached = _FIXED_SIZES.get((message_class, 'fixed'))
+    if cached is None:
+        instance = message_class()
+        cached = all(not counted and (kind in (_PRIMITIVE, _PRIMITIVES) or (
+            kind == _MESSAGE and _is_fixed_size(type(getattr(instance, name)))))
+            for name, kind, _, counted in _layout_plan(message_class))
+        _FIXED_SIZES[(message_class, 'fixed')] = cached
     return cached
 
 
-def _cdr_message_end(message, position: int) -> int:
-    for name, slot in zip(type(message).get_fields_and_field_types(), type(message).SLOT_TYPES):
-        position = _cdr_end(getattr(message, name), slot, position)
+def _message_end(message, position: int) -> int:
+    """Where `message` ends in plain CDR when it starts at payload offset `position`."""
+    message_class = type(message)
+    if _is_fixed_size(message_class):
+        # Its size depends only on where it starts modulo 8 (every alignment divides 8): walked once per class
+        # and residue (points, colours, poses).
+        key = (message_class, position % 8)
+        if key not in _FIXED_SIZES:
+            _FIXED_SIZES[key] = _walk_fields(message, position) - position
+        return position + _FIXED_SIZES[key]
+    return _walk_fields(message, position)
+
+
+def _walk_fields(message, position: int, until: Optional[str] = None) -> int:
+    """Where the fields of `message` end (or where the field `until` starts)."""
+    for name, kind, size, counted in _layout_plan(type(message)):
+        if name == until:
+            break
+        value = getattr(message, name)
+        if kind == _PRIMITIVE:
+            position = _align(position, size) + size
+        elif kind == _STRING:     # uint32 byte count (with the NUL), the bytes, the NUL
+            position = _align(position, 4) + 4 + len(value.encode('utf-8')) + 1
+        elif kind == _MESSAGE:
+            position = _message_end(value, position)
+        else:
+            if counted:
+                position = _align(position, 4) + 4
+            position = _sequence_end(value, kind, size, position)
+    return position
+
+
+def _sequence_end(items, kind: int, size: int, position: int) -> int:
+    count = len(items)
+    if count == 0:
+        return position
+    if kind == _PRIMITIVES:            # one block, aligned once
+        return _align(position, size) + size * count
+    first_end = _message_end(items[0], position)
+    if count > 1 and _is_fixed_size(type(items[0])):
+        # Fixed-size elements: once one element's size is a multiple of 8, every later one starts at the same
+        # residue, so is just as long.
+        step = _message_end(items[0], first_end) - first_end
+        if step % 8 == 0:
+            return first_end + step * (count - 1)
+    position = first_end
+    for item in items[1:]:
+        position = _message_end(item, position)
     return position
 
 
 def _point_count_offsets(message, indices) -> Dict[int, int]:
     """{marker index: payload offset of its `points` count} for the markers `indices` of a MarkerArray."""
-    marker_slots = None
     position = _align(0, 4) + 4                         # the marker count
     offsets = {}
     for index, marker in enumerate(message.markers):
-        if marker_slots is None:
-            marker_slots = list(zip(type(marker).get_fields_and_field_types(), type(marker).SLOT_TYPES))
-        for name, slot in marker_slots:
-            if name == 'points' and index in indices:
-                offsets[index] = _align(position, 4)
-            position = _cdr_end(getattr(marker, name), slot, position)
+        if index in indices:
+            offsets[index] = _align(_walk_fields(marker, position, until='points'), 4)
+        position = _message_end(marker, position)
     return offsets
 
 
