@@ -750,6 +750,7 @@ class HamerNode(Node):
 
 
 def main(argv=None) -> int:
+    _absorb_stop_signals()
     rclpy.init(args=argv)
     try:
         node = HamerNode()
@@ -785,6 +786,15 @@ def main(argv=None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+def _absorb_stop_signals() -> None:
+    """Python-level SIGINT/SIGTERM handlers that do nothing, installed before rclpy.init. rclpy's own handlers
+    (installed on top by rclpy.init) shut the context down, which ends the executor's spin, and then call the
+    handler that was there before them: Python's default would raise KeyboardInterrupt wherever the main thread
+    is, e.g. in the middle of the shutdown when a second signal comes."""
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda signum, frame: None)
 
 
 def _ignore_stop_signals() -> None:
