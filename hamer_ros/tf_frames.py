@@ -51,8 +51,8 @@ def frame_prefix_for_tf(prefix: str) -> Tuple[Optional[str], Optional[str]]:
     problem to report (None when `prefix` is fine as it is)."""
     name = prefix.lstrip('/')
     if not name:
-        return None, (f'frame_prefix {prefix!r} is refused: the hand frames would be plain right_wrist, left_index_tip, '
-                      '... and clash with a robot\'s own frames of those names; use e.g. hand_')
+        return None, (f'frame_prefix {prefix!r} is refused: the hand frames would be plain right_wrist, '
+                      'left_index_tip, ... and clash with a robot\'s own frames of those names; use e.g. hand_')
     if name != prefix:
         return name, (f'frame_prefix {prefix!r} starts with \'/\', which tf2 refuses in frame ids: using {name!r}')
     return prefix, None

@@ -24,7 +24,7 @@ Parameters (defaults suit 10-30 fps streams):
 | flip_after_frames | 3 | a track's side changes only after this many consecutive contrary frames |
 | min_flip_score | 0.6 | contrary frames whose side_score is below this neither count towards a flip nor break the run |
 | max_missed_frames | 5 | a track not matched for more than this many frames in a row is dropped |
-| max_age_s | 3.0 | ...or, when stamps are given, not seen for longer than this *and* missed in at least one processed frame (None: frames only) |
+| max_age_s | 3.0 | ...or, with stamps, unseen longer than this *and* missed in a processed frame (None: frames only) |
 
 Age counts processed frames as well as time: a track matched in the last frame the tracker saw lives on
 however long ago that frame was. On a slow device (the full model on a CPU answers every 2.5-3 s while frames in

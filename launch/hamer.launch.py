@@ -12,8 +12,9 @@ in one command, e.g. `ros2 launch hamer_ros hamer.launch.py camera:=v4l2 rviz:=t
 Optional parts (RViz, a camera driver) are looked up before anything starts: one that is not installed is
 skipped with a warning, and they come before the node, so a part that fails to start can never leave the node
 running on its own after launch has given up. The choices are made in OpaqueFunctions from the launch
-configurations' values (no deprecated LaunchConfigurationEquals conditions). data_dir, num_hands and precision left empty keep the values of
-params_file; respawn:=true restarts the node when it exits with an error (it does when its processing stops).
+configurations' values (no deprecated LaunchConfigurationEquals conditions). data_dir, num_hands and precision
+left empty keep the values of params_file; respawn:=true restarts the node when it exits with an error (it
+does when its processing stops).
 """
 from ament_index_python.packages import PackageNotFoundError, get_package_prefix
 from launch import LaunchDescription

@@ -73,10 +73,10 @@ def _load_launch_module():
 
 def _context(**arguments):
     """A LaunchContext with the launch file's defaults, then `arguments`, as launch configurations."""
+    module = _load_launch_module()        # first: skips where launch_ros is missing
     from launch import LaunchContext
     from launch.utilities import perform_substitutions
 
-    module = _load_launch_module()
     context = LaunchContext()
     for argument in module.generate_launch_description().get_launch_arguments():
         context.launch_configurations[argument.name] = perform_substitutions(context, argument.default_value)
@@ -120,10 +120,10 @@ def test_launch_file_uses_no_deprecated_launch_api():
     assert [str(w.message) for w in caught if 'deprecat' in str(w.message).lower()] == []
 
 
-def test_missing_optional_packages_are_skipped_and_present_ones_started(tmp_path, monkeypatch, caplog):
+def test_missing_optional_packages_are_skipped_and_present_ones_started(tmp_path, monkeypatch):
+    module, context = _context(camera='v4l2', rviz='true')
     from launch_ros.actions import Node
 
-    module, context = _context(camera='v4l2', rviz='true')
     assert module._optional_parts(context) == []         # neither rviz2 nor v4l2_camera in this environment
     # rviz2 "installed": the ament index entry that get_package_prefix looks for.
     index = tmp_path / 'share' / 'ament_index' / 'resource_index' / 'packages'
