@@ -14,6 +14,7 @@ Topics, parameters and frames: README.md, section "The node". Start with `ros2 l
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -52,7 +53,8 @@ from hamer_ros.pipeline import HandPipeline, faces_by_side
 from hamer_ros.ros_messages import fast_markers_work, hand_mesh_array, serialize_hand_markers
 from hamer_ros.runtime_tuning import release_freed_memory
 from hamer_ros.stamp_order import StampOrder
-from hamer_ros.tf_frames import TF_FRAME_SETS, HandFrameNames, hand_transforms, resolve_frame_prefix
+from hamer_ros.tf_frames import (TF_FRAME_SETS, HandFrameNames, frame_id_for_tf, frame_prefix_for_tf, hand_transforms,
+                                 resolve_frame_prefix)
 from hamer_ros.types import CameraIntrinsics
 
 # ------------------------------------------------------------------------------------------- parameters
@@ -101,8 +103,8 @@ PARAMETERS: List[Tuple[str, Any, bool, str, dict]] = [
     ('max_image_pixels', DEFAULT_MAX_PIXELS, False, 'larger images are refused with a warning (pixels)',
      _int_range(1, 2 ** 31 - 1)),
     ('mirrored', False, True, 'the camera image is mirrored (selfie view): the detector swaps hand sides', {}),
-    ('detector.model_path', '', True, 'MediaPipe hand_landmarker.task; empty: the project\'s own, built into the '
-     'cache on first use', {}),
+    ('detector.model_path', '', True, 'MediaPipe hand_landmarker.task; empty: the project\'s own, provisioned '
+     'into the cache at set-up time (python -m hamer_ros check --provision); the node never fetches it', {}),
     ('detector.running_mode', 'video', True, 'video: MediaPipe follows hands between frames (faster); image: every '
      'frame on its own', {}),
     ('detector.num_hands', 2, True, 'most hands MediaPipe reports per image', _int_range(1, 8)),
@@ -136,7 +138,8 @@ PARAMETERS: List[Tuple[str, Any, bool, str, dict]] = [
      _float_range(0.0, 1.0)),
     ('tracking.max_missed_frames', 5, True, 'a track unseen for more frames than this is dropped',
      _int_range(0, 1000)),
-    ('tracking.max_age_s', 3.0, True, '...or unseen for longer than this (s, by image stamps)',
+    ('tracking.max_age_s', 3.0, True, '...or unseen for longer than this (s, by image stamps) and missed in a '
+     'processed frame (a hand seen in the last processed frame keeps its id on slow devices)',
      _float_range(0.001, 3600.0)),
     ('publish.mesh', True, False, 'publish hands/mano (HandMeshArray)', {}),
     ('publish.markers', True, False, 'publish hands/markers (RViz MarkerArray)', {}),
@@ -178,10 +181,11 @@ def _check_value(name: str, value) -> Optional[str]:
         return f'{name} must be three numbers in [0, 1] (RGB), got {list(value)}'
     if name == 'frame_prefix' and any(c.isspace() for c in value):
         return f'frame_prefix must not contain spaces, got {value!r}'
-    if name == 'frame_prefix' and (value.startswith('/') or '{' in value.replace('{namespace}', '')
-                                   or '}' in value.replace('{namespace}', '')):
-        return (f'frame_prefix must not start with / (TF frame ids are relative) and may only use the placeholder '
-                f'{{namespace}}, got {value!r}')
+    placeholders_removed = value.replace('{namespace}', '') if name == 'frame_prefix' else ''
+    if '{' in placeholders_removed or '}' in placeholders_removed:
+        return f'frame_prefix may only use the placeholder {{namespace}}, got {value!r}'
+    if name == 'frame_prefix' and frame_prefix_for_tf(value)[0] is None:
+        return frame_prefix_for_tf(value)[1]
     return None
 
 
@@ -242,6 +246,11 @@ class HamerNode(Node):
     """Subscribes `image` (or `image/compressed`), `camera_info` and, with external_boxes.mode other than ignore,
     `hands/boxes_in`; publishes `hands/mano`, `hands/markers`, `hands/overlay`, `/tf` and `/diagnostics`."""
 
+    # A detector that failed to start is tried again after 2 s, then twice as long each time, at most 60 s.
+    DETECTOR_RETRY_FIRST_S, DETECTOR_RETRY_MAX_S = 2.0, 60.0
+    # While a change waits for the frame inside the overlapped model thread, it says so this often (s).
+    PAUSE_REPORT_S = 10.0
+
     def __init__(self, **kwargs):
         super().__init__('hamer_node', **kwargs)
         self._declare_parameters()
@@ -254,6 +263,9 @@ class HamerNode(Node):
         self._model_state = 'loading'
         self._model_detail = ''
         self._detector_error: Optional[str] = None
+        self._detector_retry_s = self.DETECTOR_RETRY_FIRST_S     # back-off between attempts to start it
+        self._next_detector_retry = float('inf')
+        self.fatal_error: Optional[str] = None     # why the worker stopped: main() exits non-zero
         self._device = 'cpu'
         self._counters = dict(processed=0, bad_images=0, failed=0, hands_dropped=0, hands=0, dropped_in_pipeline=0,
                               images_without_boxes=0, boxes_refused=0)
@@ -348,9 +360,12 @@ class HamerNode(Node):
         style = MarkerStyle(color_left=tuple(value('markers.color_left')),
                             color_right=tuple(value('markers.color_right')), alpha=value('markers.alpha'),
                             joint_diameter=value('markers.joint_diameter'), bone_width=value('markers.bone_width'))
+        frame_prefix, problem = frame_prefix_for_tf(value('frame_prefix'))
+        if problem:
+            self.get_logger().warning(problem)
         return OutputSettings(mesh=value('publish.mesh'), markers=value('publish.markers'), tf=value('publish.tf'),
                               overlay=value('publish.overlay'),
-                              frame_prefix=resolve_frame_prefix(value('frame_prefix'), self.get_namespace()),
+                              frame_prefix=resolve_frame_prefix(frame_prefix, self.get_namespace()),
                               tf_frames=value('publish.tf_frames'), marker_style=style,
                               max_image_pixels=value('max_image_pixels'))
 
@@ -440,6 +455,8 @@ class HamerNode(Node):
                 if self._detector_settings_changed:
                     self._detector_settings_changed = False
                     self._while_paused(pipeline, self._replace_detector)
+                elif pipeline.detector is None and time.monotonic() >= self._next_detector_retry:
+                    self._while_paused(pipeline, self._retry_detector)
                 if item is not None:
                     self._process(pipeline, item)
                 elif pipeline.landmarks_only and time.monotonic() >= next_weights_check > 0:
@@ -449,9 +466,14 @@ class HamerNode(Node):
                         self._while_paused(pipeline, self._retry_weights)
         except Exception as exc:    # noqa: BLE001 - the worker must report, not vanish silently
             if not self._stop.is_set():
-                self.get_logger().fatal(f'processing thread stopped: {type(exc).__name__}: {exc}')
+                self.fatal_error = f'{type(exc).__name__}: {exc}'
+                self.get_logger().fatal(f'processing thread stopped: {self.fatal_error}. The node exits with '
+                                        'status 1 (launch restarts it with respawn:=true)')
                 with self._state_lock:
-                    self._model_state, self._model_detail = 'failed', f'{type(exc).__name__}: {exc}'
+                    self._model_state, self._model_detail = 'failed', self.fatal_error
+                # Wakes the executor in main(), which then exits non-zero: a node that no longer processes
+                # anything must not look alive.
+                self.context.try_shutdown()
         finally:
             idle = self._overlapped is None or self._overlapped.close(timeout=0.5)
             if idle and pipeline is not None and pipeline.detector is not None:
@@ -469,7 +491,13 @@ class HamerNode(Node):
         """Applies `change(pipeline)` (new detector, model, reset) with no frame in flight in the overlapped
         threads, which use the detector and the model without locks."""
         if self._overlapped is not None:
-            self._overlapped.close(timeout=10.0)      # lets the frame inside the network finish
+            # Waits for the frame inside the network (it cannot be interrupted) however long it takes: changing
+            # the pipeline or starting a second runner while a stage thread still runs would put two threads on
+            # one model or detector.
+            while not self._overlapped.close(timeout=self.PAUSE_REPORT_S):
+                if self._stop.is_set():
+                    return      # shutting down: no change, no new runner
+                self._warn('waiting for the frame inside HaMeR to finish before changing the pipeline', 0.0)
             self._count('dropped_in_pipeline', sum(self._overlapped.dropped.values()))
         change(pipeline)
         self._overlapped = self._make_overlapped(pipeline)
@@ -515,11 +543,14 @@ class HamerNode(Node):
                 self._device = 'cpu (MediaPipe only)'
             self.get_logger().error(
                 f'HaMeR weights not usable: {exc}\n'
-                f'  data_dir: {data_dir}\n'
-                f'  install them: python -m hamer_ros setup-weights --data-dir {data_dir}   (downloads them)\n'
+                f'  looked in {data_dir} (node parameter data_dir; launch argument data_dir:=<folder>; when empty '
+                f'$HAMER_ROS_DATA_DIR or ~/.local/share/hamer_ros/_DATA)\n'
+                f'  install them there: python -m hamer_ros setup-weights --data-dir {data_dir}   (downloads them)\n'
                 f'    or: python -m hamer_ros setup-weights --from hamer_demo_data.tar.gz --data-dir {data_dir}\n'
-                f'  (or set the data_dir parameter to a folder with hamer_ckpts/checkpoints/hamer.ckpt,\n'
-                f'   hamer_ckpts/model_config.yaml and data/mano/MANO_RIGHT.pkl).\n'
+                f'  or point the node at a folder that has them: parameter data_dir, e.g. `ros2 launch hamer_ros '
+                f'hamer.launch.py data_dir:=/path/to/_DATA`\n'
+                f'  (it needs hamer_ckpts/checkpoints/hamer.ckpt, hamer_ckpts/model_config.yaml and '
+                f'data/mano/MANO_RIGHT.pkl).\n'
                 f'  Running landmarks-only until then (MediaPipe joints on hands/mano, TF and skeleton markers, '
                 f'no mesh); installed weights are loaded without a restart (parameter weights_retry_period).')
             return None
@@ -533,7 +564,15 @@ class HamerNode(Node):
         self.get_logger().info(f'files changed in {self._data_dir()}: trying to load the HaMeR weights again')
         pipeline.model = self._load_model()
 
+    def _retry_detector(self, pipeline: HandPipeline) -> None:
+        self.get_logger().info('trying to start the hand detector again')
+        pipeline.detector = self._make_detector()
+        if pipeline.detector is not None:
+            self.get_logger().info(f'hand detector started: processing {self._image_topic}')
+
     def _make_detector(self):
+        """HandDetector, or None with the reason in the log and the diagnostics and the next attempt scheduled
+        (back-off). Never provisions the MediaPipe model: that is a set-up step (no fetching while running)."""
         value = lambda name: self.get_parameter(name).value  # noqa: E731
         try:
             from hamer_ros.detection import HandDetector
@@ -544,12 +583,17 @@ class HamerNode(Node):
                 min_detection_confidence=value('detector.min_detection_confidence'),
                 min_presence_confidence=value('detector.min_presence_confidence'),
                 min_tracking_confidence=value('detector.min_tracking_confidence'),
-                mirrored=value('mirrored'))
+                mirrored=value('mirrored'), provision_model=False)
         except Exception as exc:    # noqa: BLE001 - report and keep the node (diagnostics, parameters) alive
-            self._detector_error = f'{type(exc).__name__}: {exc}'
-            self.get_logger().error(f'MediaPipe hand detector unavailable, no hands will be found: {exc}')
+            retry_s = self._detector_retry_s
+            self._next_detector_retry = time.monotonic() + retry_s
+            self._detector_retry_s = min(retry_s * 2, self.DETECTOR_RETRY_MAX_S)
+            self._detector_error = f'{type(exc).__name__}: {exc} (next try in {retry_s:.0f} s)'
+            self.get_logger().error(f'MediaPipe hand detector unavailable, no hands will be found: {exc}. '
+                                    f'Trying again in {retry_s:.0f} s')
             return None
         self._detector_error = None
+        self._detector_retry_s, self._next_detector_retry = self.DETECTOR_RETRY_FIRST_S, float('inf')
         return detector
 
     def _replace_detector(self, pipeline: HandPipeline) -> None:
@@ -581,6 +625,11 @@ class HamerNode(Node):
     def _process(self, pipeline: HandPipeline, msg) -> None:
         outputs = self._outputs
         header = msg.header
+        frame_id, problem = frame_id_for_tf(header.frame_id)
+        if problem:
+            self._warn(problem, 10.0)
+        if frame_id is not None and frame_id != header.frame_id:
+            header = Header(stamp=header.stamp, frame_id=frame_id)
         try:
             if isinstance(msg, CompressedImage):
                 image = compressed_msg_to_bgr(msg, outputs.max_image_pixels)
@@ -593,6 +642,7 @@ class HamerNode(Node):
             return
         if pipeline.detector is None and self._external_mode != 'only':
             self._count('failed')
+            self._warn(f'frame not processed: no hand detector ({self._detector_error})', 10.0)
             return
         intrinsics = self._intrinsics_for(image.shape[1], image.shape[0])
         stamp_ns = bag_io.stamp_ns(header.stamp)
@@ -712,12 +762,15 @@ class HamerNode(Node):
             self._mesh_pub.publish(hand_mesh_array(frame, header, faces))
         with self._frame_names_lock:
             stems = self._frame_names.stems(frame)      # every frame: names age while their hands are away
-        if outputs.tf and frame.hands:
+        placeable = bool(header.frame_id)       # empty: no TF parent, no marker frame (frame_id_for_tf)
+        if outputs.tf and frame.hands and placeable:
             self._send_transforms(hand_transforms(frame, header, outputs.frame_prefix, stems, outputs.tf_frames))
-        if outputs.markers:
+        if outputs.markers and placeable:
             with self._markers_lock:
-                markers = self._marker_builder.build(frame, header, faces)
-                if markers.message.markers:
+                # Checked again under the lock: publish.markers switched off meanwhile has already sent (or is
+                # waiting to send) its DELETEALL, and no ADD may follow it.
+                markers = self._marker_builder.build(frame, header, faces) if self._outputs.markers else None
+                if markers is not None and markers.message.markers:
                     self._marker_pub.publish(serialize_hand_markers(markers) if self._fast_markers
                                              else markers.filled())
         if outputs.overlay:
@@ -743,11 +796,17 @@ class HamerNode(Node):
         return render_overlay(image, frame.hands, frame.intrinsics, faces)
 
     def _make_tf_sender(self):
-        """tf2_ros's broadcaster on a ROS install; without tf2_ros, the same TFMessage on /tf (ROS2_ENV.md)."""
+        """tf2_ros's broadcaster on a ROS install; without tf2_ros, the same TFMessage on /tf (the PyPI test
+        environment has no tf2_ros). Said in the log: on a ROS install it means tf2_ros_py is missing."""
         try:
             from tf2_ros import TransformBroadcaster
-        except ImportError:
+        except ImportError as exc:
             from tf2_msgs.msg import TFMessage
+
+            self.get_logger().warning(
+                f'tf2_ros is not importable ({exc}): publishing TFMessage on /tf directly (same topic, type and '
+                'QoS). On a ROS install this means the package tf2_ros_py is missing: rosdep install --from-paths '
+                'src --ignore-src, or apt install ros-$ROS_DISTRO-tf2-ros-py')
 
             # tf2_ros's own /tf QoS: reliable, volatile, depth 100.
             publisher = self.create_publisher(TFMessage, '/tf', QoSProfile(
@@ -777,7 +836,7 @@ class HamerNode(Node):
             level, message = DiagnosticStatus.ERROR, 'processing thread stopped'
         boxes_silent = self._boxes_timed_out()
         if self._detector_error:
-            level, message = DiagnosticStatus.ERROR, 'hand detector unavailable'
+            level, message = DiagnosticStatus.ERROR, f'hand detector unavailable: {self._detector_error}'
         elif self._stamp_order.mixed:
             level = max(level, DiagnosticStatus.WARN)
             message = 'image stamps go back and forth: two cameras on one topic?'
@@ -856,6 +915,7 @@ class HamerNode(Node):
 
 
 def main(argv=None) -> int:
+    _absorb_stop_signals()
     rclpy.init(args=argv)
     try:
         node = HamerNode()
@@ -870,11 +930,19 @@ def main(argv=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # From here on a second SIGINT/SIGTERM (launch forwards one to the process group, a service manager
+        # may repeat its own) must not interrupt the shutdown with a KeyboardInterrupt traceback: the node is
+        # stopping already, within the time below.
+        _ignore_stop_signals()
         # SIGINT/SIGTERM shut the context down (rclpy's handlers); give the worker 1 s to finish its frame
         # (a forward pass cannot be interrupted: a worker still inside the network is left behind).
         finished = node.stop(timeout=1.0)
         if not finished:
             node.get_logger().info('stopping in the middle of a frame: it is not published')
+        status = 0
+        if node.fatal_error is not None:
+            status = 1
+            node.get_logger().fatal(f'exiting with status 1: the processing thread stopped ({node.fatal_error})')
         node.destroy_node()
         rclpy.try_shutdown()
     # Everything the node opened is closed now. Skip the interpreter's own teardown: with torch and MediaPipe
@@ -882,4 +950,18 @@ def main(argv=None) -> int:
     # still inside the network.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(status)
+
+
+def _absorb_stop_signals() -> None:
+    """Python-level SIGINT/SIGTERM handlers that do nothing, installed before rclpy.init. rclpy's own handlers
+    (installed on top by rclpy.init) shut the context down, which ends the executor's spin, and then call the
+    handler that was there before them: Python's default would raise KeyboardInterrupt wherever the main thread
+    is, e.g. in the middle of the shutdown when a second signal comes."""
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda signum, frame: None)
+
+
+def _ignore_stop_signals() -> None:
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)

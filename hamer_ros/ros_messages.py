@@ -80,14 +80,132 @@ def hand_mesh_array(frame: FrameResult, header, faces: Optional[Dict[str, np.nda
 
 # ------------------------------------------------------------------------------ fast marker serialization
 #
-# rclpy serializes the MarkerArray except the big point blocks: each TRIANGLE_LIST marker gets a single
-# sentinel point, whose 24 bytes are then replaced by the whole (N, 3) float64 block and whose sequence
-# length by N. That is exact because a sequence of geometry_msgs/Point is a uint32 count followed by
-# packed doubles, and N*24 bytes keep every later field's alignment (CDR aligns to at most 8). Whether
-# this holds for the middleware at hand is checked once against rclpy's own serialization (`fast_markers_work`);
-# where it does not, the caller falls back to ordinary messages.
+# rclpy serializes the MarkerArray except the big point blocks: each TRIANGLE_LIST marker gets one placeholder
+# point, whose 24 bytes are then replaced by the whole (N, 3) float64 block and whose sequence count by N.
+# Where the count sits is computed from the message layout (`_point_count_offsets`), not searched for:
+# plain CDR (XCDR1, the encapsulation rclpy's middleware writes; checked on every call) puts each primitive at the
+# next multiple of its size (at most 8) counted from the start of the payload, just after the 4-byte
+# encapsulation header; a string is a uint32 byte count (with the terminating NUL) and the bytes; a sequence is
+# a uint32 element count and the elements; nested messages add no bytes of their own. So the placeholder point
+# starts at the first multiple of 8 after its count, and swapping its 24 bytes for N*24 keeps every later
+# field's offset the same modulo 8: their padding, hence their bytes, do not change. A marker with no corners
+# is serialized by rclpy as it is (no placeholder). `fast_markers_work` still compares the result with rclpy's
+# own serialization once per process; where they differ the caller uses ordinary messages.
 
-_SENTINEL_X, _SENTINEL_Z = -7.291435e-301, 3.1705e-299     # values no marker ever holds
+_PLACEHOLDER = (-7.291435e-301, 1.0, 3.1705e-299)       # checked where the layout says the point is
+_PRIMITIVE_SIZES = {'boolean': 1, 'octet': 1, 'char': 1, 'uint8': 1, 'int8': 1, 'int16': 2, 'uint16': 2,
+                    'int32': 4, 'uint32': 4, 'float': 4, 'int64': 8, 'uint64': 8, 'double': 8}
+
+
+def _align(position: int, size: int) -> int:
+    size = min(size, 8)
+    return (position + size - 1) // size * size
+
+
+# Field kinds of a message class's plan (`_layout_plan`): how to step over one field.
+_PRIMITIVE, _STRING, _MESSAGE, _PRIMITIVES, _MESSAGES = range(5)
+_PLANS: Dict[type, list] = {}
+_FIXED_SIZES: Dict[tuple, int] = {}
+
+
+def _layout_plan(message_class) -> list:
+    """[(field name, kind, primitive size or 0, has a count)] of `message_class`, from its rosidl type
+    description (made once per class)."""
+    plan = _PLANS.get(message_class)
+    if plan is not None:
+        return plan
+    from rosidl_parser import definition as types
+
+    plan = []
+    for name, slot in zip(message_class.get_fields_and_field_types(), message_class.SLOT_TYPES):
+        counted = isinstance(slot, types.AbstractSequence)
+        element = slot.value_type if isinstance(slot, types.AbstractNestedType) else slot
+        if isinstance(element, types.BasicType):
+            entry = (_PRIMITIVES if element is not slot else _PRIMITIVE, _PRIMITIVE_SIZES[element.typename])
+        elif isinstance(element, types.AbstractString) and not isinstance(element, types.AbstractWString) \
+                and element is slot:
+            entry = (_STRING, 0)
+        elif isinstance(element, types.NamespacedType):
+            entry = (_MESSAGES if element is not slot else _MESSAGE, 0)
+        else:
+            raise NotImplementedError(f'no CDR layout for {message_class.__name__}.{name}')
+        plan.append((name, entry[0], entry[1], counted))
+    _PLANS[message_class] = plan
+    return plan
+
+
+def _is_fixed_size(message_class) -> bool:
+    """No strings or sequences anywhere inside (checked on an instance for the nested classes)."""
+    cached = _FIXED_SIZES.get((message_class, 'fixed'))
+    if cached is None:
+        instance = message_class()
+        cached = all(not counted and (kind in (_PRIMITIVE, _PRIMITIVES) or (
+            kind == _MESSAGE and _is_fixed_size(type(getattr(instance, name)))))
+            for name, kind, _, counted in _layout_plan(message_class))
+        _FIXED_SIZES[(message_class, 'fixed')] = cached
+    return cached
+
+
+def _message_end(message, position: int) -> int:
+    """Where `message` ends in plain CDR when it starts at payload offset `position`."""
+    message_class = type(message)
+    if _is_fixed_size(message_class):
+        # Its size depends only on where it starts modulo 8 (every alignment divides 8): walked once per class
+        # and residue (points, colours, poses).
+        key = (message_class, position % 8)
+        if key not in _FIXED_SIZES:
+            _FIXED_SIZES[key] = _walk_fields(message, position) - position
+        return position + _FIXED_SIZES[key]
+    return _walk_fields(message, position)
+
+
+def _walk_fields(message, position: int, until: Optional[str] = None) -> int:
+    """Where the fields of `message` end (or where the field `until` starts)."""
+    for name, kind, size, counted in _layout_plan(type(message)):
+        if name == until:
+            break
+        value = getattr(message, name)
+        if kind == _PRIMITIVE:
+            position = _align(position, size) + size
+        elif kind == _STRING:     # uint32 byte count (with the NUL), the bytes, the NUL
+            position = _align(position, 4) + 4 + len(value.encode('utf-8')) + 1
+        elif kind == _MESSAGE:
+            position = _message_end(value, position)
+        else:
+            if counted:
+                position = _align(position, 4) + 4
+            position = _sequence_end(value, kind, size, position)
+    return position
+
+
+def _sequence_end(items, kind: int, size: int, position: int) -> int:
+    count = len(items)
+    if count == 0:
+        return position
+    if kind == _PRIMITIVES:            # one block, aligned once
+        return _align(position, size) + size * count
+    first_end = _message_end(items[0], position)
+    if count > 1 and _is_fixed_size(type(items[0])):
+        # Fixed-size elements: once one element's size is a multiple of 8, every later one starts at the same
+        # residue, so is just as long.
+        step = _message_end(items[0], first_end) - first_end
+        if step % 8 == 0:
+            return first_end + step * (count - 1)
+    position = first_end
+    for item in items[1:]:
+        position = _message_end(item, position)
+    return position
+
+
+def _point_count_offsets(message, indices) -> Dict[int, int]:
+    """{marker index: payload offset of its `points` count} for the markers `indices` of a MarkerArray."""
+    position = _align(0, 4) + 4                         # the marker count
+    offsets = {}
+    for index, marker in enumerate(message.markers):
+        if index in indices:
+            offsets[index] = _align(_walk_fields(marker, position, until='points'), 4)
+        position = _message_end(marker, position)
+    return offsets
 
 
 def serialize_hand_markers(markers: HandMarkers) -> bytes:
@@ -95,28 +213,35 @@ def serialize_hand_markers(markers: HandMarkers) -> bytes:
     from rclpy.serialization import serialize_message   # here: hand_mesh_array works without rclpy
 
     message = markers.message
-    order = sorted(markers.triangle_points)
-    for k, index in enumerate(order):
-        message.markers[index].points = [Point(x=_SENTINEL_X, y=float(k), z=_SENTINEL_Z)]
-    raw = serialize_message(message)
-    # CDR encapsulation header: second byte 1 = little endian, 0 = big endian.
-    endian = '<' if raw[1] & 1 else '>'
-    parts, position = [], 0
-    for k, index in enumerate(order):
-        sentinel = struct.pack(endian + 'ddd', _SENTINEL_X, float(k), _SENTINEL_Z)
-        at = raw.find(sentinel, position)
-        if at < 8 or raw.find(sentinel, at + 1) >= 0:
-            raise RuntimeError('marker serialization: sentinel point not found exactly once')
-        # The count sits right before the doubles, or 4 bytes earlier when they needed padding to 8.
-        count_at = at - 4 if struct.unpack_from(endian + 'I', raw, at - 4)[0] == 1 else at - 8
-        if struct.unpack_from(endian + 'I', raw, count_at)[0] != 1:
-            raise RuntimeError('marker serialization: no point count before the sentinel point')
-        corners = np.ascontiguousarray(markers.triangle_points[index], dtype=endian + 'f8')
-        parts += [raw[position:count_at], struct.pack(endian + 'I', len(corners)), raw[count_at + 4:at],
-                  corners.tobytes()]
-        position = at + 24
+    order = sorted(index for index, corners in markers.triangle_points.items() if len(corners))
+    for index in markers.triangle_points:
         message.markers[index].points = []
-    parts.append(raw[position:])
+    for index in order:
+        message.markers[index].points = [Point(x=_PLACEHOLDER[0], y=_PLACEHOLDER[1], z=_PLACEHOLDER[2])]
+    try:
+        raw = serialize_message(message)
+        # Encapsulation header: 0x0000 plain CDR big endian, 0x0001 little endian; anything else (XCDR2 aligns
+        # 8-byte values to 4) has another layout.
+        if raw[0] != 0 or raw[1] not in (0, 1):
+            raise RuntimeError(f'marker serialization: encapsulation {raw[:2].hex()} is not plain CDR')
+        endian = '<' if raw[1] == 1 else '>'
+        offsets = _point_count_offsets(message, set(order))
+        placeholder = struct.pack(endian + 'ddd', *_PLACEHOLDER)
+        parts, position = [], 0
+        for index in order:
+            count_at = 4 + offsets[index]                       # 4: the encapsulation header
+            points_at = 4 + _align(offsets[index] + 4, 8)
+            if (struct.unpack_from(endian + 'I', raw, count_at)[0] != 1
+                    or raw[points_at:points_at + 24] != placeholder):
+                raise RuntimeError('marker serialization: the point block is not where the CDR layout puts it')
+            corners = np.ascontiguousarray(markers.triangle_points[index], dtype=endian + 'f8')
+            parts += [raw[position:count_at], struct.pack(endian + 'I', len(corners)), raw[count_at + 4:points_at],
+                      corners.tobytes()]
+            position = points_at + 24
+        parts.append(raw[position:])
+    finally:
+        for index in order:
+            message.markers[index].points = []
     return b''.join(parts)
 
 
@@ -135,7 +260,7 @@ def fast_markers_work() -> bool:
     probe.triangle_points = {0: rng.standard_normal((9, 3)), 2: rng.standard_normal((3, 3))}
     try:
         fast = serialize_hand_markers(probe)
-    except RuntimeError:
+    except (RuntimeError, NotImplementedError):
         return False
     # Compared as messages: CDR padding bytes are not initialised, so equal messages can differ in bytes.
     reference = serialize_message(probe.filled())

@@ -14,6 +14,9 @@ _mcp/pip/dip/tip). `HandFrameNames` gives every hand a stem that stays the same 
   such names are only as stable as the detection order.
 
 Every frame is a child of the image's optical frame (`header.frame_id`), stamped with the image stamp.
+tf2 refuses frame ids that are empty or start with '/' (geometry2, tf2/src/buffer_core.cpp: validateFrameId,
+"frame_ids cannot be empty" / "cannot start with a '/'"): `frame_id_for_tf` and `frame_prefix_for_tf` say what
+to use instead, and why.
 Position: the joint in the camera frame. Orientation (HaMeR hands): the global rotation of the MANO joint that
 moves the keypoint (`OPENPOSE_TO_MANO_JOINT`; a fingertip takes its last joint's), from MANO's forward
 kinematics, i.e. the joint's axes in the camera frame. At the wrist of a right hand: +x points from the wrist
@@ -94,6 +97,32 @@ class HandFrameNames:
         for key, seen in list(self._last_seen.items()):
             if self._frame - seen > self.hold_frames + 1:
                 del self._stems[key], self._last_seen[key]
+
+
+def frame_id_for_tf(frame_id: str) -> Tuple[Optional[str], Optional[str]]:
+    """The name tf2 accepts for an image's `frame_id` (leading slashes removed), or None when there is none
+    (empty); and the problem to report, None when `frame_id` is fine as it is."""
+    name = frame_id.lstrip('/')
+    if not name:
+        return None, (f'images arrive with frame_id {frame_id!r}, which tf2 refuses (frame ids may not be empty): '
+                      'TF frames and markers of the hands need the camera\'s optical frame, so only hands/mano '
+                      'is published. Set the camera driver\'s frame_id (e.g. camera_color_optical_frame)')
+    if name != frame_id:
+        return name, (f'images arrive with frame_id {frame_id!r}; tf2 refuses frame ids that start with \'/\': '
+                      f'publishing with {name!r} instead. Drop the leading slash in the camera driver\'s frame_id')
+    return frame_id, None
+
+
+def frame_prefix_for_tf(prefix: str) -> Tuple[Optional[str], Optional[str]]:
+    """The frame-name prefix to use for `prefix` (leading slashes removed), or None when it is refused; and the
+    problem to report (None when `prefix` is fine as it is)."""
+    name = prefix.lstrip('/')
+    if not name:
+        return None, (f'frame_prefix {prefix!r} is refused: the hand frames would be plain right_wrist, '
+                      'left_index_tip, ... and clash with a robot\'s own frames of those names; use e.g. hand_')
+    if name != prefix:
+        return name, (f'frame_prefix {prefix!r} starts with \'/\', which tf2 refuses in frame ids: using {name!r}')
+    return prefix, None
 
 
 def joint_quaternions(joint_rotations: np.ndarray) -> np.ndarray:

@@ -24,7 +24,12 @@ Parameters (defaults suit 10-30 fps streams):
 | flip_after_frames | 3 | a track's side changes only after this many consecutive contrary frames |
 | min_flip_score | 0.6 | contrary frames whose side_score is below this neither count towards a flip nor break the run |
 | max_missed_frames | 5 | a track not matched for more than this many frames in a row is dropped |
-| max_age_s | 3.0 | ...or, when stamps are given, not seen for longer than this (None: frames only); above the time between processed frames of the full model on a CPU (~1.5 s), so hysteresis still works there |
+| max_age_s | 3.0 | ...or, with stamps, unseen longer than this *and* missed in a processed frame (None: frames only) |
+
+Age counts processed frames as well as time: a track matched in the last frame the tracker saw lives on
+however long ago that frame was. On a slow device (the full model on a CPU answers every 2.5-3 s while frames in
+between are dropped) time alone would expire every track between two processed frames and renumber the
+hands each time; a hand that is really gone is still dropped after max_age_s once a processed frame missed it.
 
 A new track takes its first detection's side. If that label was unsure (side_score below min_flip_score: a hand
 seen edge-on, small in the image) the side is provisional and the track's first sure label replaces it at once;
@@ -145,7 +150,8 @@ class HandTracker:
         def alive(track: _Track) -> bool:
             if track.missed_frames > self.max_missed_frames:
                 return False
-            if self.max_age_s is not None and stamp_s is not None and track.last_stamp_s is not None:
+            if (self.max_age_s is not None and stamp_s is not None and track.last_stamp_s is not None
+                    and track.missed_frames > 0):       # seen in the last processed frame: alive at any age
                 return stamp_s - track.last_stamp_s <= self.max_age_s
             return True
         self._tracks = [track for track in self._tracks if alive(track)]

@@ -9,6 +9,8 @@ scripts/setup_env.sh
 . scripts/env.sh
 python scripts/prepare_test_data.py
 export HAMER_ROS_REQUIRE_TEST_DATA=1          # missing test data fails instead of skipping
+# Tests only: a random ROS domain unless one is exported, so two test runs on one machine stay apart.
+export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$((RANDOM % 100 + 1))}
 set +e
 pytest "$@"
 rc=$?

@@ -166,3 +166,33 @@ def test_unreachable_package_index_is_a_clear_error(empty_cache, monkeypatch):
     with pytest.raises(RuntimeError, match=r'(?s)could not fetch mediapipe==0\.10\.21 with pip.*hand_landmarker\.task'):
         ensure_hand_landmarker_model()
     assert list((empty_cache / 'mediapipe').iterdir()) == []
+
+
+@pytest.mark.mediapipe
+@pytest.mark.parametrize('state', ['missing', 'damaged'])
+def test_without_provisioning_a_missing_or_damaged_model_names_the_fix_and_fetches_nothing(cache_with_wheel, state):
+    """What the node asks for: no building, no fetching while it runs, the set-up command in the error."""
+    folder = cache_with_wheel / 'mediapipe'
+    if state == 'damaged':
+        (folder / 'hand_landmarker.task').write_bytes(b'\0' * 100)
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(detection_model.ModelNotProvisioned, match=r'python -m hamer_ros check --provision'):
+        ensure_hand_landmarker_model(provision=False)
+    assert sorted(p.name for p in folder.iterdir()) == before
+    # Once provisioned, the same call just returns it.
+    path = ensure_hand_landmarker_model()
+    assert ensure_hand_landmarker_model(provision=False) == path
+
+
+def test_a_pip_that_does_not_answer_is_stopped(tmp_path, monkeypatch):
+    """pip download has a time limit: a hung index cannot hold the caller forever."""
+    import sys
+
+    from hamer_ros import package_files
+
+    hung = tmp_path / 'hung_python'
+    hung.write_text('#!/bin/sh\nsleep 30\n')
+    hung.chmod(0o755)
+    monkeypatch.setattr(sys, 'executable', str(hung))
+    with pytest.raises(RuntimeError, match='no answer within 1 s'):
+        package_files.pip_download('mediapipe==0.10.21', tmp_path / 'out', timeout_s=1.0)

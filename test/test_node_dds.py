@@ -422,6 +422,8 @@ def test_missing_weights_give_landmarks_only(start, photo, tmp_path):
     outputs = probe.answer(stamp_ns, node, outputs=('mano', 'markers', 'tf'))
     log = node.log()
     assert 'python -m hamer_ros setup-weights' in log and str(empty) in log and 'landmarks-only' in log
+    # The fix names what a ROS user sets: the node parameter and the launch argument, not only a CLI flag.
+    assert 'node parameter data_dir' in log and 'data_dir:=' in log
 
     core = _core_frame(photo, stamp_ns, None)
     mano = outputs['mano']

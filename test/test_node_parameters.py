@@ -120,8 +120,7 @@ def test_tf_and_camera_geometry_parameters(declare):
     assert node.describe_parameter('publish.tf_frames').additional_constraints == 'one of: joints, wrist'
     assert node.describe_parameter('perspective_correction').additional_constraints == 'one of: auto, on, off'
     # Refused at start-up (and at run time by the same check, the node's set-parameters callback).
-    for name, bad, words in (('frame_prefix', '/hand_', 'must not start with /'),
-                             ('frame_prefix', '{ns}hand_', 'only use the placeholder {namespace}'),
+    for name, bad, words in (('frame_prefix', '{ns}hand_', 'only use the placeholder {namespace}'),
                              ('frame_prefix', 'hand _', 'must not contain spaces'),
                              ('publish.tf_frames', 'tips', 'publish.tf_frames must be one of joints, wrist'),
                              ('perspective_correction', 'yes', 'perspective_correction must be one of auto, on, off')):

@@ -1,4 +1,6 @@
 """FrameResult -> HandMeshArray, fast marker serialization, and the TF frames of the joints."""
+import struct
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ from std_msgs.msg import Header  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from hamer_ros.hamer.mano import OPENPOSE_JOINT_NAMES, OPENPOSE_TO_MANO_JOINT  # noqa: E402
-from hamer_ros.markers import MarkerBuilder  # noqa: E402
+from hamer_ros.markers import HandMarkers, MarkerBuilder  # noqa: E402
 from hamer_ros.msg import HandMesh, HandMeshArray  # noqa: E402
 from hamer_ros.pipeline import faces_by_side  # noqa: E402
 from hamer_ros.ros_messages import (box_roi, fast_markers_work, hand_mesh_array,  # noqa: E402
@@ -116,6 +118,66 @@ def test_fast_marker_serialization_equals_the_full_message():
     assert len(decoded.markers[0].points) == 1552 * 3
 
 
+def _random_text(rng, longest: int = 13) -> str:
+    alphabet = 'abcXYZ_/09 \u00e9\u4e2d\U0001f590'          # 1- to 4-byte UTF-8 characters shift the layout
+    return ''.join(rng.choice(list(alphabet), size=int(rng.integers(0, longest + 1))))
+
+
+def _random_markers(rng) -> HandMarkers:
+    """A MarkerArray with every Marker field random (lengths of strings and sequences too) and random triangle
+    corner blocks, some empty: whatever the layout before or after a point block, it must land in place."""
+    from builtin_interfaces.msg import Duration
+    from geometry_msgs.msg import Point
+    from std_msgs.msg import ColorRGBA
+    from visualization_msgs.msg import Marker, UVCoordinate
+
+    out = HandMarkers(MarkerArray())
+    for index in range(int(rng.integers(0, 7))):
+        header = Header(frame_id=_random_text(rng))
+        header.stamp.sec, header.stamp.nanosec = int(rng.integers(-2 ** 31, 2 ** 31)), int(rng.integers(0, 10 ** 9))
+        marker = Marker(header=header, ns=_random_text(rng), id=int(rng.integers(-2 ** 31, 2 ** 31)),
+                        type=int(rng.integers(0, 12)), action=int(rng.integers(0, 4)),
+                        lifetime=Duration(sec=int(rng.integers(0, 100)), nanosec=int(rng.integers(0, 10 ** 9))),
+                        frame_locked=bool(rng.integers(0, 2)), texture_resource=_random_text(rng),
+                        text=_random_text(rng, 40), mesh_resource=_random_text(rng),
+                        mesh_use_embedded_materials=bool(rng.integers(0, 2)))
+        marker.pose.position.x, marker.pose.orientation.w = float(rng.standard_normal()), float(rng.random())
+        marker.scale.x, marker.color.r = float(rng.random()), float(rng.random())
+        marker.colors = [ColorRGBA(r=float(v)) for v in rng.random(int(rng.integers(0, 4)))]
+        marker.texture.format = _random_text(rng)
+        marker.texture.header.frame_id = _random_text(rng)
+        marker.texture.data = rng.integers(0, 256, int(rng.integers(0, 12))).astype(np.uint8).tobytes()
+        marker.uv_coordinates = [UVCoordinate(u=float(u), v=0.5) for u in rng.random(int(rng.integers(0, 4)))]
+        marker.mesh_file.filename = _random_text(rng)
+        marker.mesh_file.data = rng.integers(0, 256, int(rng.integers(0, 12))).astype(np.uint8).tobytes()
+        if rng.random() < 0.1:
+            # Bytes shaped like a point of a marker (three doubles), e.g. a value a search for a marked point
+            # would find twice: the serializer must not look at the data.
+            marker.mesh_file.data = struct.pack('<ddd', -7.291435e-301, float(rng.integers(0, 3)), 3.1705e-299)
+        if rng.random() < 0.5:
+            out.triangle_points[index] = rng.standard_normal((int(rng.choice([0, 1, 3, 6, 7])), 3)) * 10
+        else:
+            marker.points = [Point(x=float(x), y=float(y), z=float(z))
+                             for x, y, z in rng.standard_normal((int(rng.integers(0, 4)), 3))]
+        out.message.markers.append(marker)
+    return out
+
+
+def test_fast_marker_serialization_matches_rclpy_on_random_markers():
+    """3000 random MarkerArrays: the one-block bytes decode to exactly what rclpy's serializer gives."""
+    import copy
+
+    rng = np.random.default_rng(7)
+    for case in range(3000):
+        markers = _random_markers(rng)
+        reference = HandMarkers(copy.deepcopy(markers.message), dict(markers.triangle_points))
+        expected = deserialize_message(serialize_message(reference.filled()), MarkerArray)
+        fast = serialize_hand_markers(markers)
+        assert deserialize_message(fast, MarkerArray) == expected, f'case {case}'
+        assert [len(m.points) for m in markers.message.markers] == [
+            0 if index in markers.triangle_points else len(m.points) for index, m in enumerate(expected.markers)]
+
+
 def test_tf_frames_name_place_and_orient_every_joint():
     rng = np.random.default_rng(3)
     left, right = fake_reconstruction(rng, False), fake_reconstruction(rng, True)
@@ -157,3 +219,32 @@ def test_tf_frames_with_two_hands_of_one_side_and_landmarks_only():
         assert (r.x, r.y, r.z, r.w) == (0.0, 0.0, 0.0, 1.0) and t.child_frame_id.endswith('_position')
     np.testing.assert_allclose([[t.transform.translation.x, t.transform.translation.y, t.transform.translation.z]
                                 for t in transforms[21:]], second.keypoints_camera_mediapipe)
+
+
+@pytest.mark.parametrize('frame_id,name,problem', [
+    ('camera_optical', 'camera_optical', None),
+    ('/camera_optical', 'camera_optical', "start with '/'"),
+    ('//a/b', 'a/b', "start with '/'"),
+    ('', None, 'may not be empty'),
+    ('/', None, 'may not be empty'),
+])
+def test_image_frame_ids_follow_tf2s_rules(frame_id, name, problem):
+    from hamer_ros.tf_frames import frame_id_for_tf
+
+    got_name, got_problem = frame_id_for_tf(frame_id)
+    assert got_name == name
+    assert (got_problem is None) if problem is None else (problem in got_problem and repr(frame_id) in got_problem)
+
+
+@pytest.mark.parametrize('prefix,name', [('hand_', 'hand_'), ('/abs/', 'abs/'), ('robot1/hand_', 'robot1/hand_'),
+                                         ('', None), ('//', None)])
+def test_frame_prefixes_follow_tf2s_rules(prefix, name):
+    from hamer_ros.tf_frames import frame_prefix_for_tf
+
+    got, problem = frame_prefix_for_tf(prefix)
+    assert got == name and (problem is None) == (name == prefix)
+    if name is not None:      # every frame name made with it is one tf2 accepts
+        rng = np.random.default_rng(5)
+        frame = _frame([HandResult(fake_detection('left', 3), fake_reconstruction(rng, False))])
+        names = [t.child_frame_id for t in hand_transforms(frame, _header(), got)]
+        assert names and all(n and not n.startswith('/') for n in names)

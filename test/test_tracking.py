@@ -183,4 +183,20 @@ def test_default_age_outlives_the_gap_between_slow_processed_frames():
         assert hand.side == 'right'
     assert len(set(ids)) == 1
     (hand,) = tracker.update([HandDetection(box, 'right', side_score=0.95)], stamp_s=1.6 * 3 + 3.5)
-    assert hand.track_id != ids[0], 'a hand unseen for longer than max_age_s starts a new track'
+    assert hand.track_id == ids[0], 'a hand seen in the last processed frame keeps its id, however long ago'
+    tracker.update([], stamp_s=1.6 * 3 + 3.6)             # then missed in a processed frame...
+    (hand,) = tracker.update([HandDetection(box, 'right', side_score=0.95)], stamp_s=1.6 * 3 + 7.2)
+    assert hand.track_id != ids[0], '...and unseen for longer than max_age_s: a new track'
+
+
+def test_slow_processing_keeps_ids_when_frames_come_further_apart_than_max_age():
+    """The full model on a CPU: 2.5-3 s between processed frames, above max_age_s 3 s at times; two hands seen in
+    every processed frame keep their ids (before: a new id nearly every frame)."""
+    tracker = HandTracker()
+    rng = np.random.default_rng(4)
+    stamp, ids = 0.0, set()
+    for step in range(26):
+        stamp += rng.uniform(2.5, 3.6)
+        hands = tracker.update(two_hands(step), stamp_s=stamp)
+        ids.update(h.track_id for h in hands)
+    assert ids == {0, 1}

@@ -49,7 +49,7 @@ def mediapipe_checks(provision: bool):
     path = default_model_path()
     if path.exists() or provision:
         try:
-            checks.append(Check('hand landmarker model', True, str(ensure_hand_landmarker_model())))
+            checks.append(Check('hand landmarker model', True, str(ensure_hand_landmarker_model(provision=provision))))
         except (ValueError, RuntimeError, OSError) as exc:
             checks.append(Check('hand landmarker model', False, str(exc),
                                 'python -m hamer_ros check --provision (rebuilds it), or give your own '

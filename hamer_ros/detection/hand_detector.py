@@ -54,6 +54,8 @@ class HandDetector:
     mirrored: the images are horizontally mirrored (selfie view): sides are swapped back to the subject's own.
     rgb_input: images are RGB rather than OpenCV's BGR.
     model_path: a `hand_landmarker.task`; None builds/uses the project's own (see detection.model).
+    provision_model: with model_path None, build the project's own bundle when it is missing (may fetch a
+        registry package); False raises detection.model.ModelNotProvisioned instead (the node).
     redetect_lost_hands: video mode only: re-run palm detection on a frame where MediaPipe's tracking lost hands
         (below). False gives MediaPipe's video mode as it is.
 
@@ -80,7 +82,7 @@ class HandDetector:
     def __init__(self, model_path=None, running_mode: str = 'image', num_hands: int = 2,
                  min_detection_confidence: float = 0.5, min_presence_confidence: float = 0.5,
                  min_tracking_confidence: float = 0.5, mirrored: bool = False, rgb_input: bool = False,
-                 redetect_lost_hands: bool = True):
+                 redetect_lost_hands: bool = True, provision_model: bool = True):
         if running_mode not in RUNNING_MODES:
             raise ValueError(f"running_mode must be one of {RUNNING_MODES}, got {running_mode!r}")
         if int(num_hands) < 1:
@@ -96,7 +98,7 @@ class HandDetector:
         from mediapipe.tasks.python import BaseOptions, vision
 
         self._mp = mp
-        self.model_path = ensure_hand_landmarker_model(model_path)
+        self.model_path = ensure_hand_landmarker_model(model_path, provision=provision_model)
         self.running_mode = running_mode
         self.mirrored = bool(mirrored)
         self.rgb_input = bool(rgb_input)

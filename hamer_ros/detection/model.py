@@ -59,25 +59,39 @@ def default_model_path() -> Path:
     return model_cache_dir() / 'hand_landmarker.task'
 
 
-def ensure_hand_landmarker_model(path: Optional[Union[str, os.PathLike]] = None) -> Path:
+PROVISION_FIX = ('run `python -m hamer_ros check --provision` (or `python -m hamer_ros setup-weights`) once, or '
+                 'give your own hand_landmarker.task (node parameter detector.model_path)')
+
+
+class ModelNotProvisioned(FileNotFoundError):
+    """The project's own bundle is not built yet (or damaged) and building it was not allowed here."""
+
+
+def ensure_hand_landmarker_model(path: Optional[Union[str, os.PathLike]] = None, provision: bool = True) -> Path:
     """Path of a usable `hand_landmarker.task`.
 
     `path` given: that file, used as it is after checking it is a zip holding the two members the Tasks API
     loads (a user's own or Google's official bundle has other hashes, so none are enforced).
-    `path` None: the project's own bundle, built on first use from the mediapipe 0.10.21 wheel and verified
-    by hash every time; a damaged cached bundle is rebuilt.
+    `path` None: the project's own bundle, verified by hash every time. When it is missing or damaged it is
+    (re)built from the mediapipe 0.10.21 wheel (which may have to be fetched with pip) if `provision`, else
+    ModelNotProvisioned says how to provision it: the node never fetches anything while it runs.
     """
     if path is not None:
         path = Path(path).expanduser()
         _check_bundle(path, verify_hashes=False)
         return path
     target = default_model_path()
+    problem = f'{target} does not exist'
     if target.exists():
         try:
             _check_bundle(target, verify_hashes=True)
             return target
         except ValueError as exc:
-            log.warning('rebuilding the cached hand landmarker model: %s', exc)
+            problem = str(exc)
+            if provision:
+                log.warning('rebuilding the cached hand landmarker model: %s', exc)
+    if not provision:
+        raise ModelNotProvisioned(f'the MediaPipe hand model is not provisioned ({problem}): {PROVISION_FIX}')
     build_hand_landmarker_task(_mediapipe_wheel(model_cache_dir()), target)
     return target
 

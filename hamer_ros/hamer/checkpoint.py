@@ -77,8 +77,9 @@ def resolve_data_files(data_dir: Optional[PathLike] = None, checkpoint: Optional
         if not ckpt.is_file():
             raise FileNotFoundError(
                 f'no HaMeR checkpoint at {ckpt}: put the official _DATA folder there (it must contain '
-                f'{CHECKPOINT_IN_DATA_DIR}), or pass --data-dir DIR or --checkpoint FILE '
-                '(the default folder can also be set with HAMER_ROS_DATA_DIR)')
+                f'{CHECKPOINT_IN_DATA_DIR}), or name another data folder: node parameter data_dir (launch '
+                'argument data_dir:=DIR), --data-dir DIR of the commands (or their --checkpoint FILE), or '
+                'HAMER_ROS_DATA_DIR for all of them')
     # The official loader reads the config next to `checkpoints/`, not next to the .ckpt (SPEC §1).
     config = ckpt.parent.parent / MODEL_CONFIG_NAME
     if mano is not None:
