@@ -43,6 +43,9 @@ class HandDetection:
     landmarks_2d: Optional[np.ndarray] = None     # (21, 2) MediaPipe image landmarks, pixels
     landmarks_world: Optional[np.ndarray] = None  # (21, 3) MediaPipe world landmarks, m, hand-centred
     track_id: int = -1                   # stable id across frames (-1: untracked)
+    # Which search stage found the hand (hamer_ros.detection.DETECTION_STAGES): 'tracked', 'body', 'palm',
+    # 'external' (boxes given by the caller); '' when unknown.
+    stage: str = ''
 
     def __post_init__(self):
         if self.side not in SIDES:
