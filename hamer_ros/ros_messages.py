@@ -18,6 +18,8 @@ from hamer_ros.message_classes import HandMesh, HandMeshArray, Point, RegionOfIn
 from hamer_ros.types import FrameResult, HandResult
 
 _SIDE_CODES = {'left': HandMesh.SIDE_LEFT, 'right': HandMesh.SIDE_RIGHT}
+_STAGE_CODES = {'palm': HandMesh.STAGE_PALM, 'body': HandMesh.STAGE_BODY, 'tracked': HandMesh.STAGE_TRACKED,
+                'external': HandMesh.STAGE_EXTERNAL}
 
 
 def _float32(values) -> array.array:
@@ -44,7 +46,8 @@ def hand_mesh(hand: HandResult, header, frame: FrameResult,
     detection = hand.detection
     msg = HandMesh(header=header, track_id=int(detection.track_id), side=_SIDE_CODES[detection.side],
                    side_confidence=float(detection.side_score), detection_score=float(detection.score),
-                   box=box_roi(detection.box_xyxy, frame.width, frame.height))
+                   box=box_roi(detection.box_xyxy, frame.width, frame.height),
+                   detection_stage=_STAGE_CODES.get(detection.stage, 0))
     recon = hand.reconstruction
     if recon is not None:
         msg.source = HandMesh.SOURCE_HAMER

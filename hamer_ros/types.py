@@ -12,6 +12,8 @@ from typing import List, Optional
 import numpy as np
 
 SIDES = ('left', 'right')
+# Which part of the hand search found a hand (HandDetection.stage; HandMesh.detection_stage numbers them 1..4).
+DETECTION_STAGES = ('palm', 'body', 'tracked', 'external')
 
 
 @dataclass
@@ -43,13 +45,15 @@ class HandDetection:
     landmarks_2d: Optional[np.ndarray] = None     # (21, 2) MediaPipe image landmarks, pixels
     landmarks_world: Optional[np.ndarray] = None  # (21, 3) MediaPipe world landmarks, m, hand-centred
     track_id: int = -1                   # stable id across frames (-1: untracked)
-    # Which search stage found the hand (hamer_ros.detection.DETECTION_STAGES): 'tracked', 'body', 'palm',
-    # 'external' (boxes given by the caller); '' when unknown.
+    # Which search stage found the hand (DETECTION_STAGES): 'palm' (palm detector), 'body' (from a person's
+    # wrist), 'tracked' (last frame's hand re-checked in place), 'external' (boxes given by the caller); '' unknown.
     stage: str = ''
 
     def __post_init__(self):
         if self.side not in SIDES:
             raise ValueError(f"side must be 'left' or 'right', got {self.side!r}")
+        if self.stage and self.stage not in DETECTION_STAGES:
+            raise ValueError(f'stage must be one of {DETECTION_STAGES} or empty, got {self.stage!r}')
         self.box_xyxy = np.asarray(self.box_xyxy, dtype=np.float64).reshape(4)
 
     @property

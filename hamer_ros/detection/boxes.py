@@ -13,7 +13,7 @@ A *boxes file* lets the pipeline skip MediaPipe. It is JSON in one of two shapes
 Each hand: `box_xyxy` (required) the tight hand box in pixels of that image (HaMeR's ×2 crop expansion is applied
 later, in hamer.preprocess.crop_box); `side` (required) the subject's own hand, 'left' or 'right'; `score` and
 `side_score` (optional, default 1.0). Other keys are read when present (`landmarks_2d` 21x2 px, `landmarks_world`
-21x3 m, `track_id`) and ignored otherwise, so the JSON that `python -m hamer_ros detect` writes is itself a valid
+21x3 m, `track_id`, `stage`: the search stage that found the hand, 'external' when absent) and ignored otherwise, so the JSON that `python -m hamer_ros detect` writes is itself a valid
 boxes file.
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ def detections_from_boxes(boxes, sides: Sequence[SideLike], scores: Optional[Seq
     detections = []
     for i, box in enumerate(boxes):
         _check_box(box, f'box {i}')
-        detections.append(HandDetection(box_xyxy=box, side=_side_name(sides[i]),
+        detections.append(HandDetection(box_xyxy=box, side=_side_name(sides[i]), stage='external',
                                         score=1.0 if scores is None else float(scores[i])))
     return detections
 
@@ -61,6 +61,8 @@ def detection_to_json(detection: HandDetection) -> dict:
         out[key] = None if value is None else np.asarray(value, dtype=float).tolist()
     if detection.track_id >= 0:
         out['track_id'] = int(detection.track_id)
+    if detection.stage:
+        out['stage'] = detection.stage
     return out
 
 
@@ -85,7 +87,8 @@ def detection_from_json(entry: dict, where: str = 'hand') -> HandDetection:
             if landmarks[key].shape != shape:
                 raise ValueError(f'{where}: {key} must be {shape[0]}x{shape[1]}, got {landmarks[key].shape}')
     return HandDetection(box_xyxy=box, side=entry['side'], side_score=float(entry.get('side_score', 1.0)),
-                         score=float(entry.get('score', 1.0)), track_id=int(entry.get('track_id', -1)), **landmarks)
+                         score=float(entry.get('score', 1.0)), track_id=int(entry.get('track_id', -1)),
+                         stage=str(entry.get('stage', 'external')), **landmarks)
 
 
 def load_boxes_file(path: Union[str, os.PathLike]) -> Dict[str, List[HandDetection]]:

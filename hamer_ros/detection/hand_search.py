@@ -40,7 +40,7 @@ from hamer_ros.detection.regions import (Region, aligned_region, box_iou, crop, 
                                          rotation_towards, ssd_anchors, to_image, weighted_nms)
 from hamer_ros.types import HandDetection
 
-STAGES = ('tracked', 'body', 'palm')
+STAGES = ('tracked', 'body', 'palm')      # the stages of this search (types.DETECTION_STAGES adds 'external')
 # Pose landmark indices (BlazePose 33 + 6 auxiliary): wrist, pinky, index per side of the subject.
 _POSE_HAND_POINTS = {'left': (15, 17, 19), 'right': (16, 18, 20)}
 # Landmarks MediaPipe uses for the tracking region (palm and lower fingers).
@@ -164,7 +164,7 @@ class HandSearch:
         if self.body_stage:
             start = time.perf_counter()
             candidates = []
-            for person in self._people(rgb):
+            for person in self._people(rgb, tiles):
                 for side, region, wrist, visibility in self._hand_regions_from_pose(rgb, person):
                     wrists.append((side, wrist, visibility))
                     candidates.append((region, side))
@@ -177,7 +177,7 @@ class HandSearch:
             self.last_timings['body_hands'] = time.perf_counter() - start
         if self.palm_stage:
             start = time.perf_counter()
-            regions = self._palm_regions(rgb, tiles and self.palm_tiles > 1)
+            regions = self._palm_regions(rgb, tiles)
             self.last_timings['palm_detect'] = time.perf_counter() - start
             start = time.perf_counter()
             known = merge_hands(list(hands), 10 ** 6)
@@ -192,20 +192,40 @@ class HandSearch:
             self.last_timings['palm_hands'] = time.perf_counter() - start
         return [_side_from_wrists(hand, wrists) for hand in hands]
 
-    def _people(self, rgb: np.ndarray) -> List[Region]:
-        """Person regions from the BlazePose detector (letterboxed whole frame), best first, at most max_people."""
+    def _people(self, rgb: np.ndarray, tiles: bool) -> List[Region]:
+        """Person regions from the BlazePose detector on the letterboxed whole frame (and, with `tiles`, on the
+        same zoomed tiles as the palm detector: people far away are too small for it in the whole frame), best
+        first, overlapping ones merged, at most max_people."""
+        people = []
+        for window in self._windows(rgb, tiles):
+            tensor, matrix = crop(rgb, window, 224, (-1.0, 1.0))
+            raw_boxes, raw_scores = self._models['pose_detection'].run(tensor)
+            for person in weighted_nms(decode_ssd(raw_boxes, raw_scores, self._pose_anchors, 224, 4,
+                                                  self.min_detection_confidence), 0.3):
+                points = to_image(person.keypoints, matrix)
+                # keypoint 0: mid-hip centre, 1: the point giving the body's size and rotation.
+                region = aligned_region(points[0], points[1], math.pi / 2).transformed(scale=1.25)
+                people.append((person.score, region))
+        people.sort(key=lambda p: -p[0])
+        kept: List[Region] = []
+        for _, region in people:
+            if all(box_iou(region.box(), other.box()) <= 0.5 for other in kept):
+                kept.append(region)
+        return kept[:self.max_people]
+
+    def _windows(self, rgb: np.ndarray, tiles: bool) -> List[Region]:
+        """The whole frame, plus (with `tiles`) palm_tiles x palm_tiles overlapping square tiles."""
         height, width = rgb.shape[:2]
-        frame = letterbox_region(0, 0, width, height)
-        tensor, matrix = crop(rgb, frame, 224, (-1.0, 1.0))
-        raw_boxes, raw_scores = self._models['pose_detection'].run(tensor)
-        people = weighted_nms(decode_ssd(raw_boxes, raw_scores, self._pose_anchors, 224, 4,
-                                         self.min_detection_confidence), 0.3)[:self.max_people]
-        regions = []
-        for person in people:
-            points = to_image(person.keypoints, matrix)
-            # keypoint 0: mid-hip centre, 1: the point giving the body's size and rotation.
-            regions.append(aligned_region(points[0], points[1], math.pi / 2).transformed(scale=1.25))
-        return regions
+        windows = [letterbox_region(0, 0, width, height)]
+        if tiles and self.palm_tiles > 1:
+            n = self.palm_tiles
+            side = min(max(width, height) / n * 1.25, min(width, height))
+            rows = max(1, int(math.ceil(n * height / max(width, height))))
+            cols = max(1, int(math.ceil(n * width / max(width, height))))
+            for cy in np.linspace(side / 2, height - side / 2, rows):
+                for cx in np.linspace(side / 2, width - side / 2, cols):
+                    windows.append(Region(float(cx), float(cy), float(side)))
+        return windows
 
     def _hand_regions_from_pose(self, rgb: np.ndarray, person: Region):
         """(side, hand region, wrist px, wrist visibility) for each visible wrist of one person."""
@@ -238,16 +258,8 @@ class HandSearch:
         return refined if refined.size > 0.25 * region.size else region
 
     def _palm_regions(self, rgb: np.ndarray, tiles: bool) -> List[Region]:
-        height, width = rgb.shape[:2]
-        windows = [letterbox_region(0, 0, width, height)]
-        if tiles:
-            n = self.palm_tiles
-            side = min(max(width, height) / n * 1.25, min(width, height))
-            for cy in np.linspace(side / 2, height - side / 2, max(1, int(math.ceil(n * height / max(width, height))))):
-                for cx in np.linspace(side / 2, width - side / 2, max(1, int(math.ceil(n * width / max(width, height))))):
-                    windows.append(Region(float(cx), float(cy), float(side)))
         palms = []
-        for window in windows:
+        for window in self._windows(rgb, tiles):
             tensor, matrix = crop(rgb, window, 192, (0.0, 1.0))
             raw_boxes, raw_scores = self._models['palm_detection_full'].run(tensor)
             for palm in weighted_nms(decode_ssd(raw_boxes, raw_scores, self._palm_anchors, 192, 7,
