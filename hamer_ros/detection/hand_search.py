@@ -45,7 +45,9 @@ STAGES = ('tracked', 'body', 'palm')      # the stages of this search (types.DET
 _POSE_HAND_POINTS = {'left': (15, 17, 19), 'right': (16, 18, 20)}
 # Landmarks MediaPipe uses for the tracking region (palm and lower fingers).
 _TRACKING_LANDMARKS = [0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18]
-_BODY_SIDE_CONFIDENCE = 0.9        # how far the wrist's identity counts against the hand model's side label
+# The wrist's identity as a second opinion on the side: its log-odds (of this probability) are added to the hand
+# model's, so a confident hand model outvotes a wrist of another, overlapping person.
+_BODY_SIDE_CONFIDENCE = 0.8
 _MIN_WRIST_VISIBILITY = 0.1        # holistic's hand_visibility_from_hand_landmarks_from_pose.pbtxt threshold
 
 
@@ -153,7 +155,8 @@ class HandSearch:
         if full:
             self.full_searches += 1
             self._frames_since_full = 0
-            found = merge_hands(found + self._full_search(rgb, tiles=not found), self.num_hands)
+            new = merge_hands(self._full_search(rgb, tiles=not found), 10 ** 6)
+            found = merge_hands(found + self._refine(rgb, new), self.num_hands)
         self._tracked = list(found) if self.running_mode == 'video' else []
         return [self._output(hand) for hand in found]
 
@@ -191,6 +194,23 @@ class HandSearch:
                     known.append(hand)
             self.last_timings['palm_hands'] = time.perf_counter() - start
         return [_side_from_wrists(hand, wrists) for hand in hands]
+
+    def _refine(self, rgb: np.ndarray, hands: List[HandDetection]) -> List[HandDetection]:
+        """Each new hand once more in the region its own landmarks give (as MediaPipe's next frame would): the
+        landmarks then no longer depend on which stage's region found the hand."""
+        start = time.perf_counter()
+        refined = []
+        for hand in hands:
+            again = self._confirm(rgb, tracking_region(hand.landmarks_2d), hand.stage, self.min_presence_confidence,
+                                  None)
+            if again is None:
+                refined.append(hand)
+                continue
+            # the side stays the one found with the body's opinion
+            again.side, again.side_score = hand.side, hand.side_score
+            refined.append(again)
+        self.last_timings['refine'] = time.perf_counter() - start
+        return refined
 
     def _people(self, rgb: np.ndarray, tiles: bool) -> List[Region]:
         """Person regions from the BlazePose detector on the letterboxed whole frame (and, with `tiles`, on the
@@ -305,7 +325,7 @@ class HandSearch:
         if self.mirrored:
             p_right = 1.0 - p_right
         if body_side is not None and stage == 'body':
-            p_right = 0.5 * (p_right + (_BODY_SIDE_CONFIDENCE if body_side == 'right' else 1 - _BODY_SIDE_CONFIDENCE))
+            p_right = combine_sides(p_right, body_side)
         side = 'right' if p_right >= 0.5 else 'left'
         box = np.clip(np.array([*points.min(0), *points.max(0)]), 0.0, [width, height, width, height])
         if box[2] - box[0] < 1.0 or box[3] - box[1] < 1.0:
@@ -378,6 +398,14 @@ def merge_hands(hands: List[HandDetection], limit: int) -> List[HandDetection]:
     return kept[:limit]
 
 
+def combine_sides(p_right: float, wrist_side: str) -> float:
+    """P(right) from the hand model's P(right) and the side of the body's wrist at the hand (log-odds added)."""
+    p = min(max(p_right, 1e-6), 1 - 1e-6)
+    wrist = _BODY_SIDE_CONFIDENCE if wrist_side == 'right' else 1.0 - _BODY_SIDE_CONFIDENCE
+    logit = math.log(p / (1 - p)) + math.log(wrist / (1 - wrist))
+    return 1.0 / (1.0 + math.exp(-logit))
+
+
 def _side_from_wrists(hand: HandDetection, wrists) -> HandDetection:
     """A palm-stage hand whose wrist landmark lies next to a body's wrist gets that wrist's side as a second
     opinion (body-stage hands have it already)."""
@@ -388,8 +416,7 @@ def _side_from_wrists(hand: HandDetection, wrists) -> HandDetection:
     distance, side = min(distances)
     if distance > 0.5 * size:
         return hand
-    p_right = hand.side_score if hand.side == 'right' else 1.0 - hand.side_score
-    p_right = 0.5 * (p_right + (_BODY_SIDE_CONFIDENCE if side == 'right' else 1 - _BODY_SIDE_CONFIDENCE))
+    p_right = combine_sides(hand.side_score if hand.side == 'right' else 1.0 - hand.side_score, side)
     hand.side = 'right' if p_right >= 0.5 else 'left'
     hand.side_score = max(p_right, 1.0 - p_right)
     return hand
