@@ -91,8 +91,8 @@ PARAMETERS: List[Tuple[str, Any, bool, str, dict]] = [
     ('max_image_pixels', DEFAULT_MAX_PIXELS, False, 'larger images are refused with a warning (pixels)',
      _int_range(1, 2 ** 31 - 1)),
     ('mirrored', False, True, 'the camera image is mirrored (selfie view): the detector swaps hand sides', {}),
-    ('detector.model_path', '', True, 'MediaPipe hand_landmarker.task; empty: the project\'s own, built into the '
-     'cache on first use', {}),
+    ('detector.model_path', '', True, 'MediaPipe hand_landmarker.task of your own (runs the palm-only detector with '
+     'it); empty: the hand search, or with detector.search false the project\'s own bundle', {}),
     ('detector.running_mode', 'video', True, 'video: MediaPipe follows hands between frames (faster); image: every '
      'frame on its own', {}),
     ('detector.num_hands', 8, True, 'most hands reported per image (a room holds several people)',

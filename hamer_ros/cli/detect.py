@@ -17,7 +17,7 @@ def add_arguments(parser) -> None:
     parser.add_argument('--mirrored', action='store_true',
                         help='the image is horizontally mirrored (selfie view): swap the sides back')
     parser.add_argument('--model', type=Path, default=None,
-                        help='hand_landmarker.task for --palm-only (default: built once into the hamer_ros cache)')
+                        help='a hand_landmarker.task of your own: runs the palm-only detector with it (default: the search)')
     from hamer_ros.detection.factory import add_search_arguments
     add_search_arguments(parser)
     parser.add_argument('--min-detection-confidence', type=float, default=0.5,

@@ -19,9 +19,11 @@ def make_hand_detector(running_mode: str = 'image', num_hands: int = 8, search: 
     """A detector with `.detect(image, timestamp_ms)`, `.reset()`, `.close()`.
 
     search: False gives the palm-only Tasks detector (the whole frame at 192x192: close-up hands only).
-    model_path: a `hand_landmarker.task` for the palm-only detector (the search runs its own hash-pinned models).
+    model_path: a user's `hand_landmarker.task`: the palm-only detector runs with it (the search runs only its own
+        hash-pinned models, so a model of one's own means the palm-only detector).
     warn: called with the message when the search is asked for but LiteRT is missing (default: logging).
     """
+    search = search and model_path is None
     reason: Optional[str] = litert_available() if search else None
     if search and reason is None:
         from hamer_ros.detection.hand_search import HandSearch

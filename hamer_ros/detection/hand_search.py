@@ -141,7 +141,7 @@ class HandSearch:
             start = time.perf_counter()
             for hand in self._tracked:
                 confirmed = self._confirm(rgb, tracking_region(hand.landmarks_2d), 'tracked',
-                                          self.min_tracking_confidence, hand.side)
+                                          self.min_tracking_confidence)
                 if confirmed is not None:
                     found.append(confirmed)
                 else:
@@ -155,13 +155,14 @@ class HandSearch:
         if full:
             self.full_searches += 1
             self._frames_since_full = 0
-            new = merge_hands(self._full_search(rgb, tiles=not found), 10 ** 6)
-            found = merge_hands(found + self._refine(rgb, new), self.num_hands)
+            new, wrists = self._full_search(rgb, tiles=not found)
+            found = merge_hands(found + self._refine(rgb, merge_hands(new, 10 ** 6), wrists), self.num_hands)
         self._tracked = list(found) if self.running_mode == 'video' else []
         return [self._output(hand) for hand in found]
 
     # ------------------------------------------------------------------ stages
-    def _full_search(self, rgb: np.ndarray, tiles: bool) -> List[HandDetection]:
+    def _full_search(self, rgb: np.ndarray, tiles: bool):
+        """(new hands, [(side, wrist px, visibility)] of the bodies' visible wrists)."""
         hands: List[HandDetection] = []
         wrists: List[Tuple[str, np.ndarray, float]] = []
         if self.body_stage:
@@ -174,7 +175,7 @@ class HandSearch:
             self.last_timings['body_pose'] = time.perf_counter() - start
             start = time.perf_counter()
             for region, side in candidates:
-                hand = self._confirm(rgb, region, 'body', self.min_presence_confidence, side)
+                hand = self._confirm(rgb, region, 'body', self.min_presence_confidence)
                 if hand is not None:
                     hands.append(hand)
             self.last_timings['body_hands'] = time.perf_counter() - start
@@ -188,27 +189,22 @@ class HandSearch:
                 # A palm on a hand the body stage confirmed already needs no second landmark run.
                 if any(_overlaps(region_box(region, 1 / 2.6), hand.box_xyxy) for hand in known):
                     continue
-                hand = self._confirm(rgb, region, 'palm', self.min_presence_confidence, None)
+                hand = self._confirm(rgb, region, 'palm', self.min_presence_confidence)
                 if hand is not None:
                     hands.append(hand)
                     known.append(hand)
             self.last_timings['palm_hands'] = time.perf_counter() - start
-        return [_side_from_wrists(hand, wrists) for hand in hands]
+        return hands, wrists
 
-    def _refine(self, rgb: np.ndarray, hands: List[HandDetection]) -> List[HandDetection]:
+    def _refine(self, rgb: np.ndarray, hands: List[HandDetection], wrists) -> List[HandDetection]:
         """Each new hand once more in the region its own landmarks give (as MediaPipe's next frame would): the
-        landmarks then no longer depend on which stage's region found the hand."""
+        landmarks and the hand model's side then no longer depend on which stage's region found the hand. The
+        side is then combined with the body's wrist at the hand, when there is one."""
         start = time.perf_counter()
         refined = []
         for hand in hands:
-            again = self._confirm(rgb, tracking_region(hand.landmarks_2d), hand.stage, self.min_presence_confidence,
-                                  None)
-            if again is None:
-                refined.append(hand)
-                continue
-            # the side stays the one found with the body's opinion
-            again.side, again.side_score = hand.side, hand.side_score
-            refined.append(again)
+            again = self._confirm(rgb, tracking_region(hand.landmarks_2d), hand.stage, self.min_presence_confidence)
+            refined.append(_side_from_wrists(again if again is not None else hand, wrists))
         self.last_timings['refine'] = time.perf_counter() - start
         return refined
 
@@ -304,8 +300,7 @@ class HandSearch:
         return regions
 
     # ------------------------------------------------------------------ the hand landmark model
-    def _confirm(self, rgb: np.ndarray, region: Region, stage: str, threshold: float,
-                 body_side: Optional[str]) -> Optional[HandDetection]:
+    def _confirm(self, rgb: np.ndarray, region: Region, stage: str, threshold: float) -> Optional[HandDetection]:
         """The hand in `region` when the landmark model's presence reaches `threshold`, else None."""
         if region.size < 4.0:
             return None
@@ -324,8 +319,6 @@ class HandSearch:
         p_right = float(handedness.reshape(-1)[0])
         if self.mirrored:
             p_right = 1.0 - p_right
-        if body_side is not None and stage == 'body':
-            p_right = combine_sides(p_right, body_side)
         side = 'right' if p_right >= 0.5 else 'left'
         box = np.clip(np.array([*points.min(0), *points.max(0)]), 0.0, [width, height, width, height])
         if box[2] - box[0] < 1.0 or box[3] - box[1] < 1.0:
@@ -407,9 +400,9 @@ def combine_sides(p_right: float, wrist_side: str) -> float:
 
 
 def _side_from_wrists(hand: HandDetection, wrists) -> HandDetection:
-    """A palm-stage hand whose wrist landmark lies next to a body's wrist gets that wrist's side as a second
-    opinion (body-stage hands have it already)."""
-    if hand.stage != 'palm' or not wrists or hand.landmarks_2d is None:
+    """A hand whose wrist landmark lies next to a body's wrist (within half the hand's size) gets that wrist's
+    side as a second opinion (`combine_sides`)."""
+    if not wrists or hand.landmarks_2d is None:
         return hand
     size = max(hand.box_xyxy[2] - hand.box_xyxy[0], hand.box_xyxy[3] - hand.box_xyxy[1])
     distances = [(float(np.linalg.norm(hand.landmarks_2d[0] - wrist)), side) for side, wrist, _ in wrists]
