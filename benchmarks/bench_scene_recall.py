@@ -4,8 +4,9 @@
 For each photo the hand search (`hamer_ros.detection.HandSearch`, image mode, defaults unless flags say
 otherwise) runs once after one warm-up pass; the palm-only Tasks detector (`HandDetector`, the pre-search
 default, num_hands 2) runs beside it as the reference. A found box matches an annotated hand when their IoU is at
-least 0.2 or the found box's centre lies inside the annotated box grown by 25 % per side (the keypoint-derived
-annotations are approximate; README), one match per hand. Printed:
+least 0.2, or the found box's centre lies inside the annotated box grown by 25 % per side, or (hands annotated
+from body keypoints, whose boxes are approximate: README) the dataset's own wrist keypoint lies inside the found
+box grown by 25 % per side; one match per hand. Printed:
 
 * recall by the annotated hand's size (longer box side): < 30 px, 30-80 px, > 80 px;
 * boxes on no annotated hand: all of them, and those whose centre lies inside an annotated person's box (the
@@ -57,9 +58,14 @@ def iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def matches(found, truth) -> bool:
+def matches(found, truth, wrist=None) -> bool:
     if iou(found, truth) >= 0.2:
         return True
+    if wrist is not None:
+        # the dataset's own wrist keypoint lies on the found hand (its box grown by 25 % per side)
+        fw, fh = 0.25 * (found[2] - found[0]), 0.25 * (found[3] - found[1])
+        if found[0] - fw <= wrist[0] <= found[2] + fw and found[1] - fh <= wrist[1] <= found[3] + fh:
+            return True
     cx, cy = 0.5 * (found[0] + found[2]), 0.5 * (found[1] + found[3])
     gw, gh = 0.25 * (truth[2] - truth[0]), 0.25 * (truth[3] - truth[1])
     return truth[0] - gw <= cx <= truth[2] + gw and truth[1] - gh <= cy <= truth[3] + gh
@@ -75,7 +81,7 @@ def score_scene(scene, found):
         size = max(box[2] - box[0], box[3] - box[1])
         best = None
         for i, det in enumerate(found):
-            if i not in used and matches(det.box_xyxy, box):
+            if i not in used and matches(det.box_xyxy, box, hand.get('wrist_xy')):
                 if best is None or iou(det.box_xyxy, box) > iou(found[best].box_xyxy, box):
                     best = i
         if best is None:

@@ -49,6 +49,10 @@ _TRACKING_LANDMARKS = [0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18]
 # model's, so a confident hand model outvotes a wrist of another, overlapping person.
 _BODY_SIDE_CONFIDENCE = 0.8
 _MIN_WRIST_VISIBILITY = 0.1        # holistic's hand_visibility_from_hand_landmarks_from_pose.pbtxt threshold
+# Pose-only hands (HandSearch._pose_only_hand): box geometry from wrist / index / pinky, and the visibility needed.
+POSE_ONLY_BOX_SCALE = 1.9
+POSE_ONLY_CENTRE_OFFSET = 1.1
+POSE_ONLY_MIN_VISIBILITY = 0.8
 
 
 def _sigmoid(x):
@@ -70,13 +74,15 @@ class HandSearch:
     min_tracking_confidence: presence a tracked hand needs to stay tracked.
     mirrored / rgb_input: as `HandDetector`.
     num_threads: LiteRT threads per model.
+    pose_only_max_size: body stage: hands the landmark model does not confirm but the pose sees clearly are
+        reported from the pose alone (box only, no landmarks) when smaller than this (px); 0 turns that off.
     """
 
     def __init__(self, running_mode: str = 'image', num_hands: int = 8, body_stage: bool = True,
                  palm_stage: bool = True, palm_tiles: int = 2, max_people: int = 4, full_search_period: int = 10,
                  min_detection_confidence: float = 0.5, min_presence_confidence: float = 0.5,
                  min_tracking_confidence: float = 0.5, mirrored: bool = False, rgb_input: bool = False,
-                 num_threads: int = 2):
+                 num_threads: int = 2, pose_only_max_size: float = 40.0):
         from hamer_ros.detection.hand_detector import RUNNING_MODES
         from hamer_ros.detection.search_models import LITERT_MISSING, TfliteModel, ensure_search_models, \
             litert_available
@@ -106,6 +112,7 @@ class HandSearch:
         self.min_presence_confidence = float(min_presence_confidence)
         self.min_tracking_confidence = float(min_tracking_confidence)
         self.mirrored, self.rgb_input = bool(mirrored), bool(rgb_input)
+        self.pose_only_max_size = float(pose_only_max_size)
         names = ['hand_landmark_full'] + (['palm_detection_full'] if palm_stage else []) + \
             (['pose_detection', 'pose_landmark_full', 'hand_recrop'] if body_stage else [])
         paths = ensure_search_models(names)
@@ -139,7 +146,7 @@ class HandSearch:
         lost = False
         if self.running_mode == 'video' and self._tracked:
             start = time.perf_counter()
-            for hand in self._tracked:
+            for hand in [h for h in self._tracked if h.landmarks_2d is not None]:
                 confirmed = self._confirm(rgb, tracking_region(hand.landmarks_2d), 'tracked',
                                           self.min_tracking_confidence)
                 if confirmed is not None:
@@ -148,7 +155,7 @@ class HandSearch:
                     lost = True
             timings['tracked'] = time.perf_counter() - start
             found = merge_hands(found, self.num_hands)
-            lost = lost or len(found) < len(self._tracked)
+            lost = lost or len(found) < sum(h.landmarks_2d is not None for h in self._tracked)
         self._frames_since_full += 1
         full = (self.running_mode == 'image' or not found or lost
                 or self._frames_since_full >= self.full_search_period)
@@ -169,13 +176,15 @@ class HandSearch:
             start = time.perf_counter()
             candidates = []
             for person in self._people(rgb, tiles):
-                for side, region, wrist, visibility in self._hand_regions_from_pose(rgb, person):
+                for side, region, wrist, visibility, pose_hand in self._hand_regions_from_pose(rgb, person):
                     wrists.append((side, wrist, visibility))
-                    candidates.append((region, side))
+                    candidates.append((region, pose_hand))
             self.last_timings['body_pose'] = time.perf_counter() - start
             start = time.perf_counter()
-            for region, side in candidates:
+            for region, pose_hand in candidates:
                 hand = self._confirm(rgb, region, 'body', self.min_presence_confidence)
+                if hand is None:
+                    hand = pose_hand      # small and clearly visible: the body's own box (or None)
                 if hand is not None:
                     hands.append(hand)
             self.last_timings['body_hands'] = time.perf_counter() - start
@@ -203,6 +212,9 @@ class HandSearch:
         start = time.perf_counter()
         refined = []
         for hand in hands:
+            if hand.landmarks_2d is None:       # a pose-only hand: nothing to refine
+                refined.append(hand)
+                continue
             again = self._confirm(rgb, tracking_region(hand.landmarks_2d), hand.stage, self.min_presence_confidence)
             refined.append(_side_from_wrists(again if again is not None else hand, wrists))
         self.last_timings['refine'] = time.perf_counter() - start
@@ -244,7 +256,8 @@ class HandSearch:
         return windows
 
     def _hand_regions_from_pose(self, rgb: np.ndarray, person: Region):
-        """(side, hand region, wrist px, wrist visibility) for each visible wrist of one person."""
+        """(side, hand region, wrist px, wrist visibility, pose-only hand or None) for each visible wrist of one
+        person. The pose-only hand is the box the body alone gives a small hand (`_pose_only_hand`)."""
         tensor, matrix = crop(rgb, person, 256, (0.0, 1.0))
         outputs = self._models['pose_landmark_full'].run(tensor)
         landmarks, person_flag = outputs[0].reshape(39, 5), float(outputs[1].reshape(-1)[0])
@@ -263,8 +276,31 @@ class HandSearch:
                 continue
             region = Region(float(middle[0]), float(middle[1]), size,
                             rotation_towards(wrist, middle)).transformed(scale=2.7, shift_y=-0.1)
-            out.append((self._mirror_side(side), self._recrop(rgb, region), wrist, float(visibility[wrist_i])))
+            side = self._mirror_side(side)
+            sure = float(min(visibility[wrist_i], visibility[pinky_i], visibility[index_i]))
+            out.append((side, self._recrop(rgb, region), wrist, float(visibility[wrist_i]),
+                        self._pose_only_hand(rgb, wrist, middle, side, sure)))
         return out
+
+    def _pose_only_hand(self, rgb: np.ndarray, wrist: np.ndarray, middle: np.ndarray, side: str,
+                        visibility: float) -> Optional[HandDetection]:
+        """A hand too small for the hand landmark model (below `pose_only_max_size` px; its presence score falls to
+        zero there even on clear hands) but whose wrist, index and pinky the pose model sees well (visibility >=
+        POSE_ONLY_MIN_VISIBILITY): the body's own box. Geometry, measured on hands the landmark model confirmed
+        (bus photo and whole scenes; distance d = |middle - wrist|, middle = (2 index + pinky) / 3): the tight
+        box is about 1.9 d wide, centred 1.1 d from the wrist towards the middle point. No landmarks; score =
+        half the visibility, so a confirmed hand wins any merge; the side is the wrist's."""
+        d = float(np.linalg.norm(middle - wrist))
+        size = POSE_ONLY_BOX_SCALE * d
+        if visibility < POSE_ONLY_MIN_VISIBILITY or not 4.0 <= size < self.pose_only_max_size:
+            return None
+        centre = wrist + POSE_ONLY_CENTRE_OFFSET * (middle - wrist)
+        height, width = rgb.shape[:2]
+        box = np.clip(np.concatenate([centre - size / 2, centre + size / 2]), 0.0, [width, height, width, height])
+        if box[2] - box[0] < 2.0 or box[3] - box[1] < 2.0:
+            return None
+        return HandDetection(box_xyxy=box, side=side, side_score=_BODY_SIDE_CONFIDENCE, score=0.5 * visibility,
+                             stage='body')
 
     def _recrop(self, rgb: np.ndarray, region: Region) -> Region:
         tensor, matrix = crop(rgb, region, 256, (0.0, 1.0))
