@@ -8,7 +8,7 @@ least 0.2, or the found box's centre lies inside the annotated box grown by 25 %
 from body keypoints, whose boxes are approximate: README) the dataset's own wrist keypoint lies inside the found
 box grown by 25 % per side; one match per hand. Printed:
 
-* recall by the annotated hand's size (longer box side): < 30 px, 30-80 px, > 80 px;
+* recall by the annotated hand's size (hands the dataset marks occluded count neither way) (longer box side): < 30 px, 30-80 px, > 80 px;
 * boxes on no annotated hand: all of them, and those whose centre lies inside an annotated person's box (the
   others may be hands of people the datasets did not annotate), as a share of all boxes;
 * sides right among matched hands >= 30 px;
@@ -84,10 +84,13 @@ def score_scene(scene, found):
             if i not in used and matches(det.box_xyxy, box, hand.get('wrist_xy')):
                 if best is None or iou(det.box_xyxy, box) > iou(found[best].box_xyxy, box):
                     best = i
+        if best is not None:
+            used.add(best)
+        if hand.get('occluded'):
+            continue         # labelled occluded by the dataset: neither missed when not found nor wrong when found
         if best is None:
             rows.append((size, False, None))
         else:
-            used.add(best)
             rows.append((size, True, found[best].side == hand['side']))
     wrong = [i for i in range(len(found)) if i not in used]
     on_person = 0
@@ -202,7 +205,9 @@ def main() -> int:
     args = parser.parse_args()
     scenes = json.loads((SCENES / 'scenes.json').read_text())['scenes']
     print(f'CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start')
-    print(f'dev set: {len(scenes)} photos, {sum(len(s["hands"]) for s in scenes)} annotated hands')
+    print(f'dev set: {len(scenes)} photos, {sum(not h.get("occluded") for s in scenes for h in s["hands"])} '
+          f'annotated visible hands (+ {sum(bool(h.get("occluded")) for s in scenes for h in s["hands"])} occluded, '
+          'ignored)')
     run_recall(args, scenes)
     if args.speed:
         run_speed(args)

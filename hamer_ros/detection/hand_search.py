@@ -246,10 +246,11 @@ class HandSearch:
         height, width = rgb.shape[:2]
         windows = [letterbox_region(0, 0, width, height)]
         if tiles and self.palm_tiles > 1:
-            n = self.palm_tiles
-            side = min(max(width, height) / n * 1.25, min(width, height))
-            rows = max(1, int(math.ceil(n * height / max(width, height))))
-            cols = max(1, int(math.ceil(n * width / max(width, height))))
+            # Square tiles of 1.25 / palm_tiles of the long side (at most the short side), overlapping by at
+            # least a fifth, as many along each side as it takes to cover it (a strip under a tenth of a tile
+            # at the edge is left to the whole-frame pass).
+            side = min(max(width, height) / self.palm_tiles * 1.25, min(width, height))
+            rows, cols = (1 + max(0, int(math.ceil((length - side) / (0.8 * side) - 0.1))) for length in (height, width))
             for cy in np.linspace(side / 2, height - side / 2, rows):
                 for cx in np.linspace(side / 2, width - side / 2, cols):
                     windows.append(Region(float(cx), float(cy), float(side)))
