@@ -4,9 +4,9 @@ gaps, merged without duplicates. Runs MediaPipe's models in LiteRT (`detection.s
 Stages (each proposes hand regions; the hand landmark model then confirms every region with its presence score
 and gives the 21 landmarks and the side):
 
-* `tracked` (video mode): last frame's hands, re-checked in place (the region from their landmarks, as
-  MediaPipe's hand_landmark_landmarks_to_roi.pbtxt: rotation wrist -> middle of the index/middle/ring PIPs,
-  box of the palm and lower-finger landmarks, x2, shifted up 0.1).
+* `tracked` (video mode): last frame's hands, re-checked in place with the lite landmark model (the region from
+  their landmarks, as MediaPipe's hand_landmark_landmarks_to_roi.pbtxt: rotation wrist -> middle of the
+  index/middle/ring PIPs, box of the palm and lower-finger landmarks, x2, shifted up 0.1).
 * `body`: BlazePose person detector (224x224, its own SSD anchors decoded here, weighted NMS, a person cap), the
   pose landmark model on each person's region (pose_detection_to_roi.pbtxt: centre hips, side 2 x hips -> scale
   point, x1.25), then a hand region per visible wrist from wrist / index / pinky (holistic's
@@ -17,6 +17,11 @@ and gives the 21 landmarks and the side):
 * `palm`: the palm detector (192x192) on the whole frame, and, where `palm_tiles` > 1, on overlapping square tiles
   zoomed to its input, for hands without a visible body (palm_detection_detection_to_roi.pbtxt: rotation
   wrist -> middle finger base, x2.6, shifted up 0.5).
+
+Each hand a full search finds is run once more through the full landmark model in the region its own landmarks
+give (as MediaPipe's next frame would), so its box and side do not depend on which stage's region found it.
+Hands smaller than `pose_only_max_size` that the landmark model cannot confirm but whose wrist, index and pinky
+the pose model sees clearly are reported from the body alone (box, no landmarks).
 
 In video mode the full search (body + palm) runs on the first frame, whenever a tracked hand is lost or nothing is
 tracked, and every `full_search_period` frames (a hand entering the view is found within that many frames);
@@ -74,6 +79,8 @@ class HandSearch:
     min_tracking_confidence: presence a tracked hand needs to stay tracked.
     mirrored / rgb_input: as `HandDetector`.
     num_threads: LiteRT threads per model.
+    tracking_model: 'lite' (default: MediaPipe's hand_landmark_lite, about 4x faster) or 'full' for the re-check
+        of tracked hands in video mode; full searches always confirm with the full model.
     pose_only_max_size: body stage: hands the landmark model does not confirm but the pose sees clearly are
         reported from the pose alone (box only, no landmarks) when smaller than this (px); 0 turns that off.
     """
@@ -82,7 +89,7 @@ class HandSearch:
                  palm_stage: bool = True, palm_tiles: int = 2, max_people: int = 4, full_search_period: int = 10,
                  min_detection_confidence: float = 0.5, min_presence_confidence: float = 0.5,
                  min_tracking_confidence: float = 0.5, mirrored: bool = False, rgb_input: bool = False,
-                 num_threads: int = 2, pose_only_max_size: float = 40.0):
+                 num_threads: int = 2, pose_only_max_size: float = 40.0, tracking_model: str = 'lite'):
         from hamer_ros.detection.hand_detector import RUNNING_MODES
         from hamer_ros.detection.search_models import LITERT_MISSING, TfliteModel, ensure_search_models, \
             litert_available
@@ -113,7 +120,10 @@ class HandSearch:
         self.min_tracking_confidence = float(min_tracking_confidence)
         self.mirrored, self.rgb_input = bool(mirrored), bool(rgb_input)
         self.pose_only_max_size = float(pose_only_max_size)
-        names = ['hand_landmark_full'] + (['palm_detection_full'] if palm_stage else []) + \
+        if tracking_model not in ('lite', 'full'):
+            raise ValueError(f"tracking_model must be 'lite' or 'full', got {tracking_model!r}")
+        self._tracking_model = f'hand_landmark_{tracking_model}'
+        names = sorted({'hand_landmark_full', self._tracking_model}) + (['palm_detection_full'] if palm_stage else []) + \
             (['pose_detection', 'pose_landmark_full', 'hand_recrop'] if body_stage else [])
         paths = ensure_search_models(names)
         self._models = {name: TfliteModel(path, num_threads) for name, path in paths.items()}
@@ -148,7 +158,7 @@ class HandSearch:
             start = time.perf_counter()
             for hand in [h for h in self._tracked if h.landmarks_2d is not None]:
                 confirmed = self._confirm(rgb, tracking_region(hand.landmarks_2d), 'tracked',
-                                          self.min_tracking_confidence)
+                                          self.min_tracking_confidence, self._tracking_model)
                 if confirmed is not None:
                     found.append(confirmed)
                 else:
@@ -337,12 +347,13 @@ class HandSearch:
         return regions
 
     # ------------------------------------------------------------------ the hand landmark model
-    def _confirm(self, rgb: np.ndarray, region: Region, stage: str, threshold: float) -> Optional[HandDetection]:
+    def _confirm(self, rgb: np.ndarray, region: Region, stage: str, threshold: float,
+                 model: str = 'hand_landmark_full') -> Optional[HandDetection]:
         """The hand in `region` when the landmark model's presence reaches `threshold`, else None."""
         if region.size < 4.0:
             return None
         tensor, matrix = crop(rgb, region, 224, (0.0, 1.0))
-        landmarks, presence, handedness, world = self._models['hand_landmark_full'].run(tensor)
+        landmarks, presence, handedness, world = self._models[model].run(tensor)
         presence = float(presence.reshape(-1)[0])
         if presence < threshold:
             return None

@@ -11,6 +11,7 @@ file is extracted anew, never run:
 | `pose_landmark_full` | 1x256x256x3 float [0, 1] | 1x195 (39 landmarks x, y, z, visibility, presence), 1x1 person flag, ... |
 | `hand_recrop` | 1x256x256x3 float [0, 1] | 1x1x1x4: two points that give the refined hand region |
 | `hand_landmark_full` | 1x224x224x3 float [0, 1] | 1x63 landmarks, 1x1 presence, 1x1 handedness, 1x63 world landmarks (m) |
+| `hand_landmark_lite` | the same | the same (about 4x faster, less precise: used to re-check tracked hands) |
 
 The Tasks API refuses the pose models (they carry no TFLite metadata), so all of them run in LiteRT
 (`ai-edge-litert`, `ai_edge_litert.interpreter.Interpreter`). LiteRT is optional: without it `litert_available()`
@@ -44,6 +45,8 @@ SEARCH_MODELS: Dict[str, tuple] = {
                     '67d996ce96f9d36fe17d2693022c6da93168026ab2f028f9e2365398d8ac7d5d'),
     'hand_landmark_full': ('mediapipe/modules/hand_landmark/hand_landmark_full.tflite',
                            '11c272b891e1a99ab034208e23937a8008388cf11ed2a9d776ed3d01d0ba00e3'),
+    'hand_landmark_lite': ('mediapipe/modules/hand_landmark/hand_landmark_lite.tflite',
+                           '048edd3645c9bf7397d19a9f6e3a42957d6e414c9bea6598030a2e9b624156e6'),
 }
 LITERT_MISSING = ('LiteRT (the ai-edge-litert package) is not installed: the body-guided and zoomed hand search '
                   'stages are off and only the palm detector searches (whole frame); install it with '
