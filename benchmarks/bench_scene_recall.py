@@ -17,7 +17,7 @@ box grown by 25 % per side; one match per hand. Printed:
 Speed at 640x480 with two people (issue 11 item 3): `--speed` times the full search (image mode) and the tracked
 video mode on the crowdpose 640x480 photo with two people (crowdpose_106848.jpg resized to 640x480), repeated.
 
-    python benchmarks/bench_scene_recall.py [--palm-tiles 2] [--max-people 4] [--no-body] [--speed]
+    python benchmarks/bench_scene_recall.py [--palm-tiles 2] [--person-tiles 1] [--max-people 4] [--no-body] [--speed]
 """
 from __future__ import annotations
 
@@ -125,7 +125,8 @@ def run_recall(args, scenes):
     from hamer_ros.detection import HandDetector, HandSearch
 
     search = HandSearch(running_mode='image', num_hands=args.num_hands, body_stage=not args.no_body,
-                        palm_stage=not args.no_palm, palm_tiles=args.palm_tiles, max_people=args.max_people)
+                        palm_stage=not args.no_palm, palm_tiles=args.palm_tiles, person_tiles=args.person_tiles,
+                        max_people=args.max_people)
     images = {s['image']: cv2.imread(str(SCENES / s['image'])) for s in scenes}
     for scene in scenes:                   # warm-up
         search.detect(images[scene['image']])
@@ -145,7 +146,8 @@ def run_recall(args, scenes):
         wrong_person += wp
         per_scene.append((scene['image'], sum(x[1] for x in r), len(r), len(found), w, 1000 * total,
                           {k: sum(h.stage == k for h in found) for k in ('body', 'palm')}))
-    report('HandSearch (image mode) ' + json.dumps({'palm_tiles': args.palm_tiles, 'max_people': args.max_people,
+    report('HandSearch (image mode) ' + json.dumps({'palm_tiles': args.palm_tiles, 'person_tiles': args.person_tiles,
+                                                    'max_people': args.max_people,
                                                     'body': not args.no_body, 'palm': not args.no_palm}),
            rows, boxes, wrong, wrong_person, times)
     print('  per photo: found/annotated, boxes, on no hand, ms, by stage')
@@ -173,7 +175,8 @@ def run_speed(args):
     image = cv2.resize(cv2.imread(str(SCENES / 'crowdpose_106848.jpg')), (640, 480))
     for mode in ('image', 'video'):
         search = HandSearch(running_mode=mode, num_hands=args.num_hands, body_stage=not args.no_body,
-                            palm_stage=not args.no_palm, palm_tiles=args.palm_tiles, max_people=args.max_people)
+                            palm_stage=not args.no_palm, palm_tiles=args.palm_tiles, person_tiles=args.person_tiles,
+                        max_people=args.max_people)
         samples, stages, counts = [], [], []
         for i in range(args.repeats + 3):
             # video: the photo shifted by 1 px per frame, so that the tracked regions move as in a stream
@@ -196,6 +199,7 @@ def run_speed(args):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--palm-tiles', type=int, default=2)
+    parser.add_argument('--person-tiles', type=int, default=1)
     parser.add_argument('--max-people', type=int, default=4)
     parser.add_argument('--num-hands', type=int, default=8)
     parser.add_argument('--no-body', action='store_true')

@@ -102,6 +102,8 @@ PARAMETERS: List[Tuple[str, Any, bool, str, dict]] = [
     ('detector.body_stage', True, True, 'search: find hands from people\'s wrists (pose models)', {}),
     ('detector.palm_tiles', 2, True, 'search: palm detector tiles per image side on frames where nothing is tracked '
      '(1: whole frame only)', _int_range(1, 6)),
+    ('detector.person_tiles', 1, True, 'search: person detector tiles per image side (1: whole frame; more finds '
+     'people far away in large frames, one detector run per tile)', _int_range(1, 6)),
     ('detector.max_people', 4, True, 'search: most people per frame the body stage follows', _int_range(1, 32)),
     ('detector.full_search_period', 10, True, 'search, video mode: frames between full searches while every hand '
      'stays tracked (a new hand is found within this many frames)', _int_range(1, 1000)),
@@ -476,6 +478,7 @@ class HamerNode(Node):
                 model_path=value('detector.model_path') or None, running_mode=value('detector.running_mode'),
                 num_hands=value('detector.num_hands'), search=value('detector.search'),
                 body_stage=value('detector.body_stage'), palm_tiles=value('detector.palm_tiles'),
+                person_tiles=value('detector.person_tiles'),
                 max_people=value('detector.max_people'), full_search_period=value('detector.full_search_period'),
                 warn=self.get_logger().warning,
                 min_detection_confidence=value('detector.min_detection_confidence'),

@@ -22,7 +22,7 @@ pytest.importorskip('ai_edge_litert', reason='LiteRT (ai-edge-litert) is needed 
 
 SCENES = Path(__file__).resolve().parent / 'data' / 'scenes'
 # The palm-only Tasks detector's boxes on the close-up crops (test_detection.py): the search must keep them, within
-# 4 px (its own crops are resampled differently from the Tasks graph's; the hands are 20-40 px wide).
+# 5 px (its own regions and crops differ from the Tasks graph's; the hands are 20-40 px wide, 35-40 px tall).
 RECORDED_BOXES = {
     'bus_man_left': {'left': [39, 40, 79, 75]},
     'bus_man_right': {'right': [42, 34, 63, 71]},
@@ -77,7 +77,7 @@ def test_close_up_hands_keep_their_boxes_and_sides(search, sample_photo, photo_i
     sides = sorted(hand.side for hand in hands)
     assert sides == sorted(RECORDED_BOXES[photo_id]), [(h.side, h.box_xyxy.round()) for h in hands]
     for hand in hands:
-        np.testing.assert_allclose(hand.box_xyxy, RECORDED_BOXES[photo_id][hand.side], atol=4.0)
+        np.testing.assert_allclose(hand.box_xyxy, RECORDED_BOXES[photo_id][hand.side], atol=5.0)
         assert hand.stage in ('body', 'palm') and hand.score > 0.5
         assert hand.landmarks_2d.shape == (21, 2) and hand.landmarks_world.shape == (21, 3)
 
@@ -97,17 +97,23 @@ def test_body_stage_finds_hands_in_scenes_that_the_palm_detector_misses(photo):
         assert found[0].stage == 'body' and found[0].side == side
 
 
-def test_two_stages_finding_the_same_hands_give_each_hand_once(sample_photo):
-    image = cv2.imread(str(sample_photo('bus_man_both')))
-    by_stage = {}
-    for stage, options in (('body', {'palm_stage': False}), ('palm', {'body_stage': False})):
-        with HandSearch(**options) as one_stage:
-            by_stage[stage] = one_stage.detect(image)
-        assert sorted(h.side for h in by_stage[stage]) == ['left', 'right']
+def test_two_stages_finding_the_same_hands_give_each_hand_once():
+    # ochuman_000817: the body stage and the palm stage each find the man's two hands (and more).
+    image = cv2.imread(str(SCENES / 'ochuman_000817.jpg'))
+    with HandSearch(palm_stage=False) as body_only:
+        body = body_only.detect(image)
+    with HandSearch(body_stage=False) as palm_only:
+        palm = palm_only.detect(image)
     with HandSearch() as both:
         merged = both.detect(image)
-    assert sorted(h.side for h in merged) == ['left', 'right']
-    assert _iou(merged[0].box_xyxy, merged[1].box_xyxy) == 0.0
+    shared = [(b, p) for b in body for p in palm if _iou(b.box_xyxy, p.box_xyxy) > 0.3]
+    assert len(shared) >= 2, 'the two stages should find some of the same hands'
+    assert len(merged) == len(body) + len(palm) - len(shared)
+    for i, first in enumerate(merged):
+        assert all(_iou(first.box_xyxy, second.box_xyxy) < 0.3 for second in merged[i + 1:])
+    for b, p in shared:                   # each shared hand once, with one side
+        same = [hand for hand in merged if _iou(hand.box_xyxy, b.box_xyxy) > 0.3]
+        assert len(same) == 1 and same[0].side in ('left', 'right')
 
 
 def test_merge_keeps_the_best_of_overlapping_boxes_and_separate_hands():

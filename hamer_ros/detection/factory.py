@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 
 
 def make_hand_detector(running_mode: str = 'image', num_hands: int = 8, search: bool = True,
-                       body_stage: bool = True, palm_tiles: int = 2, max_people: int = 4,
+                       body_stage: bool = True, palm_tiles: int = 2, person_tiles: int = 1, max_people: int = 4,
                        full_search_period: int = 10, model_path=None, min_detection_confidence: float = 0.5,
                        min_presence_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
                        mirrored: bool = False, rgb_input: bool = False, warn=None):
@@ -29,7 +29,8 @@ def make_hand_detector(running_mode: str = 'image', num_hands: int = 8, search: 
         from hamer_ros.detection.hand_search import HandSearch
 
         return HandSearch(running_mode=running_mode, num_hands=num_hands, body_stage=body_stage,
-                          palm_tiles=palm_tiles, max_people=max_people, full_search_period=full_search_period,
+                          palm_tiles=palm_tiles, person_tiles=person_tiles, max_people=max_people,
+                          full_search_period=full_search_period,
                           min_detection_confidence=min_detection_confidence,
                           min_presence_confidence=min_presence_confidence,
                           min_tracking_confidence=min_tracking_confidence, mirrored=mirrored, rgb_input=rgb_input)
@@ -52,6 +53,8 @@ def add_search_arguments(parser) -> None:
                         help='search without the body-guided stage (hands from people\'s wrists)')
     parser.add_argument('--palm-tiles', type=int, default=2,
                         help='palm detector tiles per image side where nothing is tracked (default 2; 1: whole frame)')
+    parser.add_argument('--person-tiles', type=int, default=1,
+                        help='person detector tiles per image side (default 1: whole frame; more for far people)')
     parser.add_argument('--max-people', type=int, default=4, help='most people per frame for the body stage (default 4)')
     parser.add_argument('--full-search-period', type=int, default=10,
                         help='video: frames between full searches while every hand stays tracked (default 10)')
@@ -61,4 +64,5 @@ def detector_from_args(args, running_mode: str, **options):
     """`make_hand_detector` with the options of `add_search_arguments` (plus `options`)."""
     return make_hand_detector(running_mode=running_mode, num_hands=args.num_hands, search=not args.palm_only,
                               body_stage=not args.no_body_stage, palm_tiles=args.palm_tiles,
-                              max_people=args.max_people, full_search_period=args.full_search_period, **options)
+                              person_tiles=args.person_tiles, max_people=args.max_people,
+                              full_search_period=args.full_search_period, **options)

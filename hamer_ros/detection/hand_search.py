@@ -72,6 +72,8 @@ class HandSearch:
     body_stage / palm_stage: switch the stages (at least one; tracking is always on in video mode).
     palm_tiles: palm detector tiles per image side (1: the whole frame only; 2: the whole frame plus 2x2
         overlapping tiles, ...). Tiles run on frames where nothing is tracked.
+    person_tiles: the same for the person detector (1: whole frame only; more finds people far away in large
+        frames, at one person-detector run per tile).
     max_people: most people the body stage follows per frame (the best-scoring ones).
     full_search_period: video mode: frames between full searches while every hand stays tracked (1: every frame).
     min_detection_confidence: palm and person detector score threshold.
@@ -86,7 +88,8 @@ class HandSearch:
     """
 
     def __init__(self, running_mode: str = 'image', num_hands: int = 8, body_stage: bool = True,
-                 palm_stage: bool = True, palm_tiles: int = 2, max_people: int = 4, full_search_period: int = 10,
+                 palm_stage: bool = True, palm_tiles: int = 2, person_tiles: int = 1, max_people: int = 4,
+                 full_search_period: int = 10,
                  min_detection_confidence: float = 0.5, min_presence_confidence: float = 0.5,
                  min_tracking_confidence: float = 0.5, mirrored: bool = False, rgb_input: bool = False,
                  num_threads: int = 2, pose_only_max_size: float = 40.0, tracking_model: str = 'lite'):
@@ -97,6 +100,7 @@ class HandSearch:
         if running_mode not in RUNNING_MODES:
             raise ValueError(f"running_mode must be one of {RUNNING_MODES}, got {running_mode!r}")
         for name, value, low in (('num_hands', num_hands, 1), ('palm_tiles', palm_tiles, 1),
+                                 ('person_tiles', person_tiles, 1),
                                  ('max_people', max_people, 1), ('full_search_period', full_search_period, 1),
                                  ('num_threads', num_threads, 1)):
             if int(value) < low:
@@ -113,7 +117,7 @@ class HandSearch:
         self.running_mode = running_mode
         self.num_hands = int(num_hands)
         self.body_stage, self.palm_stage = bool(body_stage), bool(palm_stage)
-        self.palm_tiles, self.max_people = int(palm_tiles), int(max_people)
+        self.palm_tiles, self.person_tiles, self.max_people = int(palm_tiles), int(person_tiles), int(max_people)
         self.full_search_period = int(full_search_period)
         self.min_detection_confidence = float(min_detection_confidence)
         self.min_presence_confidence = float(min_presence_confidence)
@@ -231,11 +235,11 @@ class HandSearch:
         return refined
 
     def _people(self, rgb: np.ndarray, tiles: bool) -> List[Region]:
-        """Person regions from the BlazePose detector on the letterboxed whole frame (and, with `tiles`, on the
-        same zoomed tiles as the palm detector: people far away are too small for it in the whole frame), best
-        first, overlapping ones merged, at most max_people."""
+        """Person regions from the BlazePose detector on the letterboxed whole frame (and, with `tiles` and
+        person_tiles > 1, on zoomed tiles: people far away are too small for it in the whole frame), best first,
+        overlapping ones merged, at most max_people."""
         people = []
-        for window in self._windows(rgb, tiles):
+        for window in self._windows(rgb, self.person_tiles if tiles else 1):
             tensor, matrix = crop(rgb, window, 224, (-1.0, 1.0))
             raw_boxes, raw_scores = self._models['pose_detection'].run(tensor)
             for person in weighted_nms(decode_ssd(raw_boxes, raw_scores, self._pose_anchors, 224, 4,
@@ -251,15 +255,16 @@ class HandSearch:
                 kept.append(region)
         return kept[:self.max_people]
 
-    def _windows(self, rgb: np.ndarray, tiles: bool) -> List[Region]:
-        """The whole frame, plus (with `tiles`) palm_tiles x palm_tiles overlapping square tiles."""
+    @staticmethod
+    def _windows(rgb: np.ndarray, tiles: int) -> List[Region]:
+        """The whole frame, plus (`tiles` > 1) overlapping square tiles, about `tiles` along the long side."""
         height, width = rgb.shape[:2]
         windows = [letterbox_region(0, 0, width, height)]
-        if tiles and self.palm_tiles > 1:
+        if tiles > 1:
             # Square tiles of 1.25 / palm_tiles of the long side (at most the short side), overlapping by at
             # least a fifth, as many along each side as it takes to cover it (a strip under a tenth of a tile
             # at the edge is left to the whole-frame pass).
-            side = min(max(width, height) / self.palm_tiles * 1.25, min(width, height))
+            side = min(max(width, height) / tiles * 1.25, min(width, height))
             rows, cols = (1 + max(0, int(math.ceil((length - side) / (0.8 * side) - 0.1))) for length in (height, width))
             for cy in np.linspace(side / 2, height - side / 2, rows):
                 for cx in np.linspace(side / 2, width - side / 2, cols):
@@ -322,7 +327,7 @@ class HandSearch:
 
     def _palm_regions(self, rgb: np.ndarray, tiles: bool) -> List[Region]:
         palms = []
-        for window in self._windows(rgb, tiles):
+        for window in self._windows(rgb, self.palm_tiles if tiles else 1):
             tensor, matrix = crop(rgb, window, 192, (0.0, 1.0))
             raw_boxes, raw_scores = self._models['palm_detection_full'].run(tensor)
             for palm in weighted_nms(decode_ssd(raw_boxes, raw_scores, self._palm_anchors, 192, 7,
