@@ -18,8 +18,9 @@ and gives the 21 landmarks and the side):
   zoomed to its input, for hands without a visible body (palm_detection_detection_to_roi.pbtxt: rotation
   wrist -> middle finger base, x2.6, shifted up 0.5).
 
-Each hand a full search finds is run once more through the full landmark model in the region its own landmarks
-give (as MediaPipe's next frame would), so its box and side do not depend on which stage's region found it.
+Each hand the body stage finds is run once more through the full landmark model in the region its own landmarks
+give (as MediaPipe's next frame would), so its box and side do not depend on the pose's region (palm hands are
+in MediaPipe's own palm region already).
 Hands smaller than `pose_only_max_size` that the landmark model cannot confirm but whose wrist, index and pinky
 the pose model sees clearly are reported from the body alone (box, no landmarks).
 
@@ -220,14 +221,15 @@ class HandSearch:
         return hands, wrists
 
     def _refine(self, rgb: np.ndarray, hands: List[HandDetection], wrists) -> List[HandDetection]:
-        """Each new hand once more in the region its own landmarks give (as MediaPipe's next frame would): the
-        landmarks and the hand model's side then no longer depend on which stage's region found the hand. The
-        side is then combined with the body's wrist at the hand, when there is one."""
+        """Each new body-stage hand once more in the region its own landmarks give (as MediaPipe's next frame
+        would): its landmarks and the hand model's side then no longer depend on the pose's region. Every side is
+        then combined with the body's wrist at the hand, when there is one."""
         start = time.perf_counter()
         refined = []
         for hand in hands:
-            if hand.landmarks_2d is None:       # a pose-only hand: nothing to refine
-                refined.append(hand)
+            if hand.landmarks_2d is None or hand.stage == 'palm':
+                # a pose-only hand has nothing to refine; a palm hand's region is MediaPipe's own already
+                refined.append(_side_from_wrists(hand, wrists))
                 continue
             again = self._confirm(rgb, tracking_region(hand.landmarks_2d), hand.stage, self.min_presence_confidence)
             refined.append(_side_from_wrists(again if again is not None else hand, wrists))
