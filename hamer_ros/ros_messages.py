@@ -15,11 +15,11 @@ import numpy as np
 from hamer_ros.markers import HandMarkers
 # ROS-generated classes, or rosbags stand-ins without ROS (offline bag writing): see message_classes.
 from hamer_ros.message_classes import HandMesh, HandMeshArray, Point, RegionOfInterest
-from hamer_ros.types import FrameResult, HandResult
+from hamer_ros.types import STAGE_BODY, STAGE_EXTERNAL, STAGE_PALM, STAGE_TRACKED, FrameResult, HandResult
 
 _SIDE_CODES = {'left': HandMesh.SIDE_LEFT, 'right': HandMesh.SIDE_RIGHT}
-_STAGE_CODES = {'palm': HandMesh.STAGE_PALM, 'body': HandMesh.STAGE_BODY, 'tracked': HandMesh.STAGE_TRACKED,
-                'external': HandMesh.STAGE_EXTERNAL}
+_STAGE_CODES = {STAGE_PALM: HandMesh.STAGE_PALM, STAGE_BODY: HandMesh.STAGE_BODY,
+                STAGE_TRACKED: HandMesh.STAGE_TRACKED, STAGE_EXTERNAL: HandMesh.STAGE_EXTERNAL}
 
 
 def _float32(values) -> array.array:
@@ -47,7 +47,7 @@ def hand_mesh(hand: HandResult, header, frame: FrameResult,
     msg = HandMesh(header=header, track_id=int(detection.track_id), side=_SIDE_CODES[detection.side],
                    side_confidence=float(detection.side_score), detection_score=float(detection.score),
                    box=box_roi(detection.box_xyxy, frame.width, frame.height),
-                   detection_stage=_STAGE_CODES.get(detection.stage, 0))
+                   stage=_STAGE_CODES[detection.stage])
     recon = hand.reconstruction
     if recon is not None:
         msg.source = HandMesh.SOURCE_HAMER

@@ -12,8 +12,13 @@ from typing import List, Optional
 import numpy as np
 
 SIDES = ('left', 'right')
-# Which part of the hand search found a hand (HandDetection.stage; HandMesh.detection_stage numbers them 1..4).
-DETECTION_STAGES = ('palm', 'body', 'tracked', 'external')
+# Which search found a hand (HandDetection.stage; HandMesh.stage has the matching codes): the palm detector, a
+# person's wrist (body-guided), last frame's hand re-checked in place (tracked), or a box from another detector.
+STAGE_PALM = 'palm'
+STAGE_BODY = 'body'
+STAGE_TRACKED = 'tracked'
+STAGE_EXTERNAL = 'external'
+STAGES = (STAGE_PALM, STAGE_BODY, STAGE_TRACKED, STAGE_EXTERNAL)
 
 
 @dataclass
@@ -45,15 +50,13 @@ class HandDetection:
     landmarks_2d: Optional[np.ndarray] = None     # (21, 2) MediaPipe image landmarks, pixels
     landmarks_world: Optional[np.ndarray] = None  # (21, 3) MediaPipe world landmarks, m, hand-centred
     track_id: int = -1                   # stable id across frames (-1: untracked)
-    # Which search stage found the hand (DETECTION_STAGES): 'palm' (palm detector), 'body' (from a person's
-    # wrist), 'tracked' (last frame's hand re-checked in place), 'external' (boxes given by the caller); '' unknown.
-    stage: str = ''
+    stage: str = STAGE_PALM              # which search found it: one of STAGES
 
     def __post_init__(self):
         if self.side not in SIDES:
             raise ValueError(f"side must be 'left' or 'right', got {self.side!r}")
-        if self.stage and self.stage not in DETECTION_STAGES:
-            raise ValueError(f'stage must be one of {DETECTION_STAGES} or empty, got {self.stage!r}')
+        if self.stage not in STAGES:
+            raise ValueError(f'stage must be one of {STAGES}, got {self.stage!r}')
         self.box_xyxy = np.asarray(self.box_xyxy, dtype=np.float64).reshape(4)
 
     @property

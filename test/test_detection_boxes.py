@@ -37,11 +37,16 @@ def test_json_round_trip_keeps_every_field():
     original = HandDetection(box_xyxy=[1.5, 2.5, 30.25, 40.0], side='right', side_score=0.75, score=0.5,
                              landmarks_2d=rng.random((21, 2)), landmarks_world=rng.random((21, 3)), track_id=3)
     entry = json.loads(json.dumps(detection_to_json(original)))
-    assert set(entry) == {'box_xyxy', 'side', 'side_score', 'score', 'landmarks_2d', 'landmarks_world', 'track_id'}
+    assert set(entry) == {'box_xyxy', 'side', 'side_score', 'score', 'landmarks_2d', 'landmarks_world', 'track_id',
+                          'stage'}
     back = detection_from_json(entry)
     for key in ('box_xyxy', 'landmarks_2d', 'landmarks_world'):
         np.testing.assert_array_equal(getattr(back, key), getattr(original, key))
-    assert (back.side, back.side_score, back.score, back.track_id) == ('right', 0.75, 0.5, 3)
+    assert (back.side, back.side_score, back.score, back.track_id, back.stage) == ('right', 0.75, 0.5, 3, 'palm')
+    external = detection_from_json(detection_to_json(HandDetection([0, 0, 1, 1], 'left', stage='external')))
+    assert external.stage == 'external'
+    with pytest.raises(ValueError, match="stage must be one of palm, body, tracked, external, got 'dream'"):
+        detection_from_json(dict(entry, stage='dream'))
     untracked = detection_to_json(HandDetection(box_xyxy=[0, 0, 1, 1], side='left'))
     assert 'track_id' not in untracked and untracked['landmarks_2d'] is None
 

@@ -11,7 +11,7 @@ from hamer_ros.detection import boxes_for_frame, ensure_hand_landmarker_model, l
 
 pytestmark = pytest.mark.mediapipe
 
-KEYS = {'box_xyxy', 'side', 'side_score', 'score', 'landmarks_2d', 'landmarks_world', 'stage'}
+KEYS = {'box_xyxy', 'side', 'side_score', 'score', 'stage', 'landmarks_2d', 'landmarks_world'}
 
 
 @pytest.fixture(scope='module', autouse=True)

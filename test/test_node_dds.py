@@ -657,5 +657,5 @@ def test_without_litert_the_node_warns_and_finds_hands_with_the_palm_detector(st
     probe.publish(image_msg(photo), stamp_ns)
     hands = probe.answer(stamp_ns, node)['mano'].hands
     assert sorted(hand.side for hand in hands) == [HandMesh.SIDE_LEFT, HandMesh.SIDE_RIGHT]
-    assert {hand.detection_stage for hand in hands} == {HandMesh.STAGE_PALM}
+    assert {hand.stage for hand in hands} == {HandMesh.STAGE_PALM}
     assert 'LiteRT (the ai-edge-litert package) is not installed' in node.log()

@@ -5,9 +5,9 @@ from hamer_ros.detection.boxes import (boxes_for_frame, detection_from_json, det
                                        detections_from_boxes, load_boxes_file)
 from hamer_ros.detection.hand_detector import HandDetector, box_from_landmarks, flip_side
 from hamer_ros.detection.factory import make_hand_detector
-from hamer_ros.detection.hand_search import STAGES, HandSearch
+from hamer_ros.detection.hand_search import SEARCH_STAGES, HandSearch
 from hamer_ros.detection.model import default_model_path, ensure_hand_landmarker_model
 
 __all__ = ['HandDetector', 'box_from_landmarks', 'flip_side', 'ensure_hand_landmarker_model', 'default_model_path',
            'detections_from_boxes', 'detection_to_json', 'detection_from_json', 'load_boxes_file',
-           'boxes_for_frame', 'HandSearch', 'STAGES', 'make_hand_detector']
+           'boxes_for_frame', 'HandSearch', 'SEARCH_STAGES', 'make_hand_detector']

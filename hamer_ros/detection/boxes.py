@@ -13,11 +13,13 @@ A *boxes file* lets the pipeline skip MediaPipe. It is JSON in one of two shapes
 Each hand: `box_xyxy` (required) the tight hand box in pixels of that image (HaMeR's ×2 crop expansion is applied
 later, in hamer.preprocess.crop_box); `side` (required) the subject's own hand, 'left' or 'right'; `score` and
 `side_score` (optional, default 1.0). Other keys are read when present (`landmarks_2d` 21x2 px, `landmarks_world`
-21x3 m, `track_id`, `stage`: the search stage that found the hand, 'external' when absent) and ignored otherwise, so the JSON that `python -m hamer_ros detect` writes is itself a valid
+21x3 m, `track_id`, `stage`: which search found the hand, default 'palm'; hands read from a boxes file count as
+'external' whatever it says) and ignored otherwise, so the JSON that `python -m hamer_ros detect` writes is itself a valid
 boxes file.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -26,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from hamer_ros.types import SIDES, HandDetection
+from hamer_ros.types import SIDES, STAGE_EXTERNAL, STAGE_PALM, STAGES, HandDetection
 
 ALL_FRAMES_KEY = '*'
 SideLike = Union[str, bool, np.bool_]
@@ -47,7 +49,7 @@ def detections_from_boxes(boxes, sides: Sequence[SideLike], scores: Optional[Seq
     detections = []
     for i, box in enumerate(boxes):
         _check_box(box, f'box {i}')
-        detections.append(HandDetection(box_xyxy=box, side=_side_name(sides[i]), stage='external',
+        detections.append(HandDetection(box_xyxy=box, side=_side_name(sides[i]),
                                         score=1.0 if scores is None else float(scores[i])))
     return detections
 
@@ -55,14 +57,12 @@ def detections_from_boxes(boxes, sides: Sequence[SideLike], scores: Optional[Seq
 def detection_to_json(detection: HandDetection) -> dict:
     """A detection as plain JSON types (the `detect` command's output format, also a boxes-file entry)."""
     out = {'box_xyxy': [float(v) for v in detection.box_xyxy], 'side': detection.side,
-           'side_score': float(detection.side_score), 'score': float(detection.score)}
+           'side_score': float(detection.side_score), 'score': float(detection.score), 'stage': detection.stage}
     for key in ('landmarks_2d', 'landmarks_world'):
         value = getattr(detection, key)
         out[key] = None if value is None else np.asarray(value, dtype=float).tolist()
     if detection.track_id >= 0:
         out['track_id'] = int(detection.track_id)
-    if detection.stage:
-        out['stage'] = detection.stage
     return out
 
 
@@ -80,6 +80,9 @@ def detection_from_json(entry: dict, where: str = 'hand') -> HandDetection:
     _check_box(box, where)
     if entry['side'] not in SIDES:
         raise ValueError(f'{where}: side must be "left" or "right", got {entry["side"]!r}')
+    stage = entry.get('stage', STAGE_PALM)
+    if stage not in STAGES:
+        raise ValueError(f'{where}: stage must be one of {", ".join(STAGES)}, got {stage!r}')
     landmarks = {}
     for key, shape in (('landmarks_2d', (21, 2)), ('landmarks_world', (21, 3))):
         if entry.get(key) is not None:
@@ -87,12 +90,13 @@ def detection_from_json(entry: dict, where: str = 'hand') -> HandDetection:
             if landmarks[key].shape != shape:
                 raise ValueError(f'{where}: {key} must be {shape[0]}x{shape[1]}, got {landmarks[key].shape}')
     return HandDetection(box_xyxy=box, side=entry['side'], side_score=float(entry.get('side_score', 1.0)),
-                         score=float(entry.get('score', 1.0)), track_id=int(entry.get('track_id', -1)),
-                         stage=str(entry.get('stage', 'external')), **landmarks)
+                         score=float(entry.get('score', 1.0)), track_id=int(entry.get('track_id', -1)), stage=stage,
+                         **landmarks)
 
 
 def load_boxes_file(path: Union[str, os.PathLike]) -> Dict[str, List[HandDetection]]:
-    """Read a boxes file (module docstring) into {frame key: hands}; a plain list comes back under "*"."""
+    """Read a boxes file (module docstring) into {frame key: hands}; a plain list comes back under "*". The hands
+    are marked as given from elsewhere (stage STAGE_EXTERNAL, as boxes on the node's hands/boxes_in)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -109,7 +113,8 @@ def load_boxes_file(path: Union[str, os.PathLike]) -> Dict[str, List[HandDetecti
     for key, hands in data.items():
         if not isinstance(hands, list):
             raise ValueError(f'boxes file {path}, frame {key!r}: expected a list of hands, got {type(hands).__name__}')
-        table[str(key)] = [detection_from_json(hand, f'boxes file {path}, frame {key!r}, hand {i}')
+        where = f'boxes file {path}, frame {key!r}, hand'
+        table[str(key)] = [dataclasses.replace(detection_from_json(hand, f'{where} {i}'), stage=STAGE_EXTERNAL)
                            for i, hand in enumerate(hands)]
     return table
 

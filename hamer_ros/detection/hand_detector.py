@@ -190,4 +190,4 @@ class HandDetector:
         landmarks_world = np.array([(p.x, p.y, p.z) for p in world], dtype=np.float64)
         return HandDetection(box_xyxy=box_from_landmarks(landmarks_2d, width, height), side=side,
                              side_score=float(best.score), score=float(best.score),
-                             landmarks_2d=landmarks_2d, landmarks_world=landmarks_world, stage='palm')
+                             landmarks_2d=landmarks_2d, landmarks_world=landmarks_world)

@@ -44,9 +44,9 @@ import numpy as np
 
 from hamer_ros.detection.regions import (Region, aligned_region, box_iou, crop, decode_ssd, letterbox_region,
                                          rotation_towards, ssd_anchors, to_image, weighted_nms)
-from hamer_ros.types import HandDetection
+from hamer_ros.types import STAGE_BODY, STAGE_PALM, STAGE_TRACKED, HandDetection
 
-STAGES = ('tracked', 'body', 'palm')      # the stages of this search (types.DETECTION_STAGES adds 'external')
+SEARCH_STAGES = (STAGE_TRACKED, STAGE_BODY, STAGE_PALM)    # the stages of this search (types.STAGES)
 # Pose landmark indices (BlazePose 33 + 6 auxiliary): wrist, pinky, index per side of the subject.
 _POSE_HAND_POINTS = {'left': (15, 17, 19), 'right': (16, 18, 20)}
 # Landmarks MediaPipe uses for the tracking region (palm and lower fingers).
@@ -162,7 +162,7 @@ class HandSearch:
         if self.running_mode == 'video' and self._tracked:
             start = time.perf_counter()
             for hand in [h for h in self._tracked if h.landmarks_2d is not None]:
-                confirmed = self._confirm(rgb, tracking_region(hand.landmarks_2d), 'tracked',
+                confirmed = self._confirm(rgb, tracking_region(hand.landmarks_2d), STAGE_TRACKED,
                                           self.min_tracking_confidence, self._tracking_model)
                 if confirmed is not None:
                     found.append(confirmed)
@@ -197,7 +197,7 @@ class HandSearch:
             self.last_timings['body_pose'] = time.perf_counter() - start
             start = time.perf_counter()
             for region, pose_hand in candidates:
-                hand = self._confirm(rgb, region, 'body', self.min_presence_confidence)
+                hand = self._confirm(rgb, region, STAGE_BODY, self.min_presence_confidence)
                 if hand is None:
                     hand = pose_hand      # small and clearly visible: the body's own box (or None)
                 if hand is not None:
@@ -213,7 +213,7 @@ class HandSearch:
                 # A palm on a hand the body stage confirmed already needs no second landmark run.
                 if any(_overlaps(region_box(region, 1 / 2.6), hand.box_xyxy) for hand in known):
                     continue
-                hand = self._confirm(rgb, region, 'palm', self.min_presence_confidence)
+                hand = self._confirm(rgb, region, STAGE_PALM, self.min_presence_confidence)
                 if hand is not None:
                     hands.append(hand)
                     known.append(hand)
@@ -227,7 +227,7 @@ class HandSearch:
         start = time.perf_counter()
         refined = []
         for hand in hands:
-            if hand.landmarks_2d is None or hand.stage == 'palm':
+            if hand.landmarks_2d is None or hand.stage == STAGE_PALM:
                 # a pose-only hand has nothing to refine; a palm hand's region is MediaPipe's own already
                 refined.append(_side_from_wrists(hand, wrists))
                 continue
@@ -318,7 +318,7 @@ class HandSearch:
         if box[2] - box[0] < 2.0 or box[3] - box[1] < 2.0:
             return None
         return HandDetection(box_xyxy=box, side=side, side_score=_BODY_SIDE_CONFIDENCE, score=0.5 * visibility,
-                             stage='body')
+                             stage=STAGE_BODY)
 
     def _recrop(self, rgb: np.ndarray, region: Region) -> Region:
         tensor, matrix = crop(rgb, region, 256, (0.0, 1.0))
