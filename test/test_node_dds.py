@@ -631,7 +631,7 @@ def test_weights_installed_while_running_are_picked_up(start, photo, tmp_path, f
 
 @pytest.mark.parametrize('overrides,message', [
     ({'model': 'huge'}, 'model must be one of hamer, small_random'),
-    ({'detector.num_hands': 20}, 'detector.num_hands'),
+    ({'detector.num_hands': 40}, 'detector.num_hands'),
     ({'markers.color_left': [0.5, 0.5]}, 'markers.color_left must be three numbers in [0, 1]'),
 ])
 def test_invalid_parameters_stop_the_node_with_a_clear_message(ros, tmp_path, overrides, message):

@@ -58,7 +58,7 @@ _MIN_WRIST_VISIBILITY = 0.1        # holistic's hand_visibility_from_hand_landma
 # Pose-only hands (HandSearch._pose_only_hand): box geometry from wrist / index / pinky, and the visibility needed.
 POSE_ONLY_BOX_SCALE = 1.9
 POSE_ONLY_CENTRE_OFFSET = 1.1
-POSE_ONLY_MIN_VISIBILITY = 0.8
+POSE_ONLY_MIN_VISIBILITY = 0.9   # 0.8 let an arm-hidden hand of a crossed-arms pose through (bus photo)
 
 
 def _sigmoid(x):
