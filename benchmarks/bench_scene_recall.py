@@ -107,9 +107,11 @@ def report(name, rows, boxes, wrong, wrong_person, times):
     for label, lo, hi in SIZE_BINS:
         sel = [r for r in rows if lo <= r[0] < hi]
         found = sum(r[1] for r in sel)
-        print(f'  recall {label:9s}: {found:3d} / {len(sel):3d}' + (f'  ({100.0 * found / len(sel):5.1f} %)' if sel else ''))
+        share = f'  ({100.0 * found / len(sel):5.1f} %)' if sel else ''
+        print(f'  recall {label:9s}: {found:3d} / {len(sel):3d}' + share)
     big = [r for r in rows if r[0] >= 30]
-    print(f'  recall >= 30 px : {sum(r[1] for r in big):3d} / {len(big):3d}  ({100.0 * sum(r[1] for r in big) / max(1, len(big)):5.1f} %)')
+    hits = sum(r[1] for r in big)
+    print(f'  recall >= 30 px : {hits:3d} / {len(big):3d}  ({100.0 * hits / max(1, len(big)):5.1f} %)')
     print(f'  boxes           : {boxes}; on no annotated hand: {wrong} ({100.0 * wrong / max(1, boxes):.1f} %), '
           f'of them inside an annotated person: {wrong_person} ({100.0 * wrong_person / max(1, boxes):.1f} %)')
     sides = [r[2] for r in big if r[1]]
@@ -189,7 +191,8 @@ def run_speed(args):
                 stages.append(dict(search.last_timings))
                 counts.append(len(found))
         keys = sorted({k for t in stages for k in t})
-        print(f'\n640x480, two people ({mode} mode, {args.repeats} frames): median {1000 * statistics.median(samples):.1f} ms, '
+        print(f'\n640x480, two people ({mode} mode, {args.repeats} frames): '
+              f'median {1000 * statistics.median(samples):.1f} ms, '
               f'mean {1000 * statistics.mean(samples):.1f} ms, hands per frame {statistics.mean(counts):.2f}, '
               f'full searches {search.full_searches}')
         print('  ms per frame by stage (mean over frames): '

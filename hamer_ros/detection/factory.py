@@ -55,7 +55,8 @@ def add_search_arguments(parser) -> None:
                         help='palm detector tiles per image side where nothing is tracked (default 2; 1: whole frame)')
     parser.add_argument('--person-tiles', type=int, default=1,
                         help='person detector tiles per image side (default 1: whole frame; more for far people)')
-    parser.add_argument('--max-people', type=int, default=4, help='most people per frame for the body stage (default 4)')
+    parser.add_argument('--max-people', type=int, default=4,
+                        help='most people per frame for the body stage (default 4)')
     parser.add_argument('--full-search-period', type=int, default=10,
                         help='video: frames between full searches while every hand stays tracked (default 10)')
 

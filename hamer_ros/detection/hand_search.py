@@ -128,7 +128,8 @@ class HandSearch:
         if tracking_model not in ('lite', 'full'):
             raise ValueError(f"tracking_model must be 'lite' or 'full', got {tracking_model!r}")
         self._tracking_model = f'hand_landmark_{tracking_model}'
-        names = sorted({'hand_landmark_full', self._tracking_model}) + (['palm_detection_full'] if palm_stage else []) + \
+        names = sorted({'hand_landmark_full', self._tracking_model}) + \
+            (['palm_detection_full'] if palm_stage else []) + \
             (['pose_detection', 'pose_landmark_full', 'hand_recrop'] if body_stage else [])
         paths = ensure_search_models(names)
         self._models = {name: TfliteModel(path, num_threads) for name, path in paths.items()}
@@ -180,7 +181,7 @@ class HandSearch:
             new, wrists = self._full_search(rgb, tiles=not found)
             found = merge_hands(found + self._refine(rgb, merge_hands(new, 10 ** 6), wrists), self.num_hands)
         self._tracked = list(found) if self.running_mode == 'video' else []
-        return [self._output(hand) for hand in found]
+        return list(found)
 
     # ------------------------------------------------------------------ stages
     def _full_search(self, rgb: np.ndarray, tiles: bool):
@@ -267,7 +268,8 @@ class HandSearch:
             # least a fifth, as many along each side as it takes to cover it (a strip under a tenth of a tile
             # at the edge is left to the whole-frame pass).
             side = min(max(width, height) / tiles * 1.25, min(width, height))
-            rows, cols = (1 + max(0, int(math.ceil((length - side) / (0.8 * side) - 0.1))) for length in (height, width))
+            rows, cols = (1 + max(0, int(math.ceil((length - side) / (0.8 * side) - 0.1)))
+                          for length in (height, width))
             for cy in np.linspace(side / 2, height - side / 2, rows):
                 for cx in np.linspace(side / 2, width - side / 2, cols):
                     windows.append(Region(float(cx), float(cy), float(side)))
@@ -385,9 +387,6 @@ class HandSearch:
     def _mirror_side(self, side: str) -> str:
         # Pose landmarks name the subject's own side in a normal image; a mirrored image swaps them.
         return ('left' if side == 'right' else 'right') if self.mirrored else side
-
-    def _output(self, hand: HandDetection) -> HandDetection:
-        return hand
 
     def _to_rgb(self, image: np.ndarray) -> np.ndarray:
         image = np.asarray(image)

@@ -8,9 +8,9 @@ file is extracted anew, never run:
 |---|---|---|
 | `palm_detection_full` | 1x192x192x3 float [0, 1] | 1x2016x18 boxes + 7 keypoints, 1x2016x1 scores (logits) |
 | `pose_detection` | 1x224x224x3 float [-1, 1] | 1x2254x12 boxes + 4 keypoints, 1x2254x1 scores (logits) |
-| `pose_landmark_full` | 1x256x256x3 float [0, 1] | 1x195 (39 landmarks x, y, z, visibility, presence), 1x1 person flag, ... |
+| `pose_landmark_full` | 1x256x256x3 float [0, 1] | 1x195 (39 landmarks: x, y, z, visibility, presence), 1x1 flag |
 | `hand_recrop` | 1x256x256x3 float [0, 1] | 1x1x1x4: two points that give the refined hand region |
-| `hand_landmark_full` | 1x224x224x3 float [0, 1] | 1x63 landmarks, 1x1 presence, 1x1 handedness, 1x63 world landmarks (m) |
+| `hand_landmark_full` | 1x224x224x3 float [0, 1] | 1x63 landmarks, 1x1 presence, 1x1 handedness, 1x63 world (m) |
 | `hand_landmark_lite` | the same | the same (about 4x faster, less precise: used to re-check tracked hands) |
 
 The Tasks API refuses the pose models (they carry no TFLite metadata), so all of them run in LiteRT
