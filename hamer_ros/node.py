@@ -103,11 +103,24 @@ PARAMETERS: List[Tuple[str, Any, bool, str, dict]] = [
     ('max_image_pixels', DEFAULT_MAX_PIXELS, False, 'larger images are refused with a warning (pixels)',
      _int_range(1, 2 ** 31 - 1)),
     ('mirrored', False, True, 'the camera image is mirrored (selfie view): the detector swaps hand sides', {}),
-    ('detector.model_path', '', True, 'MediaPipe hand_landmarker.task; empty: the project\'s own, provisioned '
-     'into the cache at set-up time (python -m hamer_ros check --provision); the node never fetches it', {}),
+    ('detector.model_path', '', True, 'MediaPipe hand_landmarker.task of your own (runs the palm-only detector with '
+     'it); empty: the hand search, or with detector.search false the project\'s own bundle; the project\'s models '
+     'are provisioned into the cache at set-up time (python -m hamer_ros check --provision): the node never fetches '
+     'them', {}),
     ('detector.running_mode', 'video', True, 'video: MediaPipe follows hands between frames (faster); image: every '
      'frame on its own', {}),
-    ('detector.num_hands', 2, True, 'most hands MediaPipe reports per image', _int_range(1, 8)),
+    ('detector.num_hands', 8, True, 'most hands reported per image (a room holds several people)',
+     _int_range(1, 32)),
+    ('detector.search', True, True, 'the multi-stage hand search (body-guided, zoomed palm, tracked; needs LiteRT, '
+     'else palm-only with a warning); false: MediaPipe\'s palm-only hand landmarker (close-up hands)', {}),
+    ('detector.body_stage', True, True, 'search: find hands from people\'s wrists (pose models)', {}),
+    ('detector.palm_tiles', 2, True, 'search: palm detector tiles per image side on frames where nothing is tracked '
+     '(1: whole frame only)', _int_range(1, 6)),
+    ('detector.person_tiles', 1, True, 'search: person detector tiles per image side (1: whole frame; more finds '
+     'people far away in large frames, one detector run per tile)', _int_range(1, 6)),
+    ('detector.max_people', 4, True, 'search: most people per frame the body stage follows', _int_range(1, 32)),
+    ('detector.full_search_period', 10, True, 'search, video mode: frames between full searches while every hand '
+     'stays tracked (a new hand is found within this many frames)', _int_range(1, 1000)),
     ('detector.min_detection_confidence', 0.5, False, 'MediaPipe palm detection threshold',
      _float_range(*CONFIDENCE_RANGES['min_detection_confidence'])),
     ('detector.min_presence_confidence', 0.5, False, 'MediaPipe hand presence threshold',
@@ -575,11 +588,15 @@ class HamerNode(Node):
         (back-off). Never provisions the MediaPipe model: that is a set-up step (no fetching while running)."""
         value = lambda name: self.get_parameter(name).value  # noqa: E731
         try:
-            from hamer_ros.detection import HandDetector
+            from hamer_ros.detection import make_hand_detector
 
-            detector = HandDetector(
+            detector = make_hand_detector(
                 model_path=value('detector.model_path') or None, running_mode=value('detector.running_mode'),
-                num_hands=value('detector.num_hands'),
+                num_hands=value('detector.num_hands'), search=value('detector.search'),
+                body_stage=value('detector.body_stage'), palm_tiles=value('detector.palm_tiles'),
+                person_tiles=value('detector.person_tiles'),
+                max_people=value('detector.max_people'), full_search_period=value('detector.full_search_period'),
+                warn=self.get_logger().warning,
                 min_detection_confidence=value('detector.min_detection_confidence'),
                 min_presence_confidence=value('detector.min_presence_confidence'),
                 min_tracking_confidence=value('detector.min_tracking_confidence'),

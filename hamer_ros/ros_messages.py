@@ -15,10 +15,11 @@ import numpy as np
 from hamer_ros.markers import HandMarkers
 # ROS-generated classes, or rosbags stand-ins without ROS (offline bag writing): see message_classes.
 from hamer_ros.message_classes import HandMesh, HandMeshArray, Point, RegionOfInterest
-from hamer_ros.types import STAGE_EXTERNAL, STAGE_PALM, FrameResult, HandResult
+from hamer_ros.types import STAGE_BODY, STAGE_EXTERNAL, STAGE_PALM, STAGE_TRACKED, FrameResult, HandResult
 
 _SIDE_CODES = {'left': HandMesh.SIDE_LEFT, 'right': HandMesh.SIDE_RIGHT}
-_STAGE_CODES = {STAGE_PALM: HandMesh.STAGE_PALM, STAGE_EXTERNAL: HandMesh.STAGE_EXTERNAL}
+_STAGE_CODES = {STAGE_PALM: HandMesh.STAGE_PALM, STAGE_BODY: HandMesh.STAGE_BODY,
+                STAGE_TRACKED: HandMesh.STAGE_TRACKED, STAGE_EXTERNAL: HandMesh.STAGE_EXTERNAL}
 
 
 def _float32(values) -> array.array:

@@ -12,11 +12,13 @@ from typing import List, Optional
 import numpy as np
 
 SIDES = ('left', 'right')
-# Which search found a hand (HandDetection.stage; HandMesh.stage has the matching codes): the node's own MediaPipe
-# search, or a box from another detector (hamer_ros.external_boxes).
+# Which search found a hand (HandDetection.stage; HandMesh.stage has the matching codes): the palm detector, a
+# person's wrist (body-guided), last frame's hand re-checked in place (tracked), or a box from another detector.
 STAGE_PALM = 'palm'
+STAGE_BODY = 'body'
+STAGE_TRACKED = 'tracked'
 STAGE_EXTERNAL = 'external'
-STAGES = (STAGE_PALM, STAGE_EXTERNAL)
+STAGES = (STAGE_PALM, STAGE_BODY, STAGE_TRACKED, STAGE_EXTERNAL)
 
 
 @dataclass

@@ -34,7 +34,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # The ROS wheels' CMake files point at the wheel builder's Python and numpy headers.
   PYINC=$("$VENV/bin/python" -c "import sysconfig;print(sysconfig.get_paths()['include'])")
   NPINC=$("$VENV/bin/python" -c "import numpy;print(numpy.get_include())")
-  grep -rlZ '/opt/python/cp311-cp311/' "$VENV/share" --include='*.cmake' | xargs -0 -r sed -i \
+  { grep -rlZ '/opt/python/cp311-cp311/' "$VENV/share" --include='*.cmake' || true; } | xargs -0 -r sed -i \
     -e "s#/opt/python/cp311-cp311/include/python3.11#$PYINC#g" \
     -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$NPINC#g"
   echo "$want" > "$stamp"

@@ -45,7 +45,7 @@ def test_json_round_trip_keeps_every_field():
     assert (back.side, back.side_score, back.score, back.track_id, back.stage) == ('right', 0.75, 0.5, 3, 'palm')
     external = detection_from_json(detection_to_json(HandDetection([0, 0, 1, 1], 'left', stage='external')))
     assert external.stage == 'external'
-    with pytest.raises(ValueError, match="stage must be one of palm, external, got 'dream'"):
+    with pytest.raises(ValueError, match="stage must be one of palm, body, tracked, external, got 'dream'"):
         detection_from_json(dict(entry, stage='dream'))
     untracked = detection_to_json(HandDetection(box_xyxy=[0, 0, 1, 1], side='left'))
     assert 'track_id' not in untracked and untracked['landmarks_2d'] is None

@@ -240,13 +240,13 @@ def start(ros, tmp_path):
 
 def _core_frame(image, stamp_ns, model):
     """What the plain-Python core computes for this frame (fresh detector and tracker, like a fresh node)."""
-    from hamer_ros.detection import HandDetector
+    from hamer_ros.detection import make_hand_detector
     from hamer_ros.pipeline import HandPipeline
     from hamer_ros.tracking import HandTracker
     from hamer_ros.types import CameraIntrinsics
 
     intrinsics = CameraIntrinsics(K[0], K[4], K[2], K[5])
-    with HandDetector(running_mode='video', num_hands=2) as detector:
+    with make_hand_detector(running_mode='video') as detector:       # the node's default detector
         return HandPipeline(detector, HandTracker(), model).process(image, stamp_ns, intrinsics)
 
 
@@ -808,7 +808,7 @@ def test_weights_installed_while_running_are_picked_up(start, photo, tmp_path, f
 
 @pytest.mark.parametrize('overrides,message', [
     ({'model': 'huge'}, 'model must be one of hamer, small_random'),
-    ({'detector.num_hands': 20}, 'detector.num_hands'),
+    ({'detector.num_hands': 40}, 'detector.num_hands'),
     ({'markers.color_left': [0.5, 0.5]}, 'markers.color_left must be three numbers in [0, 1]'),
 ])
 def test_invalid_parameters_stop_the_node_with_a_clear_message(ros, tmp_path, overrides, message):
@@ -819,3 +819,20 @@ def test_invalid_parameters_stop_the_node_with_a_clear_message(ros, tmp_path, ov
         node.stop()
         pytest.fail(f'hamer_node kept running with {overrides}:\n{node.log()}')
     assert code == 2 and message in node.log() and 'Traceback' not in node.log(), node.log()
+
+
+def test_without_litert_the_node_warns_and_finds_hands_with_the_palm_detector(start, photo, tmp_path):
+    # A package of that name on the node's path whose import fails: LiteRT "not installed" for this node only.
+    hidden = tmp_path / 'no_litert' / 'ai_edge_litert'
+    hidden.mkdir(parents=True)
+    (hidden / '__init__.py').write_text("raise ImportError('ai_edge_litert hidden by the test')\n")
+    env = {'PYTHONPATH': os.pathsep.join(filter(None, [str(hidden.parent), os.environ.get('PYTHONPATH')]))}
+    node, probe = start({'model': 'small_random', 'diagnostics_period': 0.2}, env=env)
+    probe.spin_until(lambda: probe.diagnostic_value('detector') == 'ok', what='the node to be ready', node=node)
+    probe.set_camera_info()
+    stamp_ns = 1_700_000_200_000_000_000
+    probe.publish(image_msg(photo), stamp_ns)
+    hands = probe.answer(stamp_ns, node)['mano'].hands
+    assert sorted(hand.side for hand in hands) == [HandMesh.SIDE_LEFT, HandMesh.SIDE_RIGHT]
+    assert {hand.stage for hand in hands} == {HandMesh.STAGE_PALM}
+    assert 'LiteRT (the ai-edge-litert package) is not installed' in node.log()

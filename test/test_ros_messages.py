@@ -248,3 +248,18 @@ def test_frame_prefixes_follow_tf2s_rules(prefix, name):
         frame = _frame([HandResult(fake_detection('left', 3), fake_reconstruction(rng, False))])
         names = [t.child_frame_id for t in hand_transforms(frame, _header(), got)]
         assert names and all(n and not n.startswith('/') for n in names)
+
+
+@pytest.mark.parametrize('stage,code', [('palm', HandMesh.STAGE_PALM), ('body', HandMesh.STAGE_BODY),
+                                        ('tracked', HandMesh.STAGE_TRACKED), ('external', HandMesh.STAGE_EXTERNAL)])
+def test_stage_score_and_box_come_from_the_stage_that_found_the_hand(stage, code):
+    detection = fake_detection('left', 1, box=(10.0, 20.0, 50.0, 70.0), score=0.37)
+    detection.stage = stage
+    hand = HandResult(detection, keypoints_camera_mediapipe=np.ones((21, 3)),
+                      translation_mediapipe=np.array([0.0, 0.0, 1.0]))
+    msg = deserialize_message(serialize_message(hand_mesh_array(_frame([hand]), _header(), None)), HandMeshArray)
+    hand_msg = msg.hands[0]
+    assert hand_msg.stage == code and len({HandMesh.STAGE_PALM, HandMesh.STAGE_BODY, HandMesh.STAGE_TRACKED,
+                                           HandMesh.STAGE_EXTERNAL}) == 4
+    assert hand_msg.detection_score == pytest.approx(0.37)
+    assert (hand_msg.box.x_offset, hand_msg.box.y_offset, hand_msg.box.width, hand_msg.box.height) == (10, 20, 40, 50)

@@ -1,7 +1,7 @@
 """`python -m hamer_ros check`: what works on this machine, and the fix for what does not.
 
-One line per item: HaMeR weights (loadable, MANO source), the MediaPipe hand model, PyTorch device and
-precisions, OpenCV, the ROS 2 environment (rclpy, the built hamer_ros messages, tf2), bag support, ONNX.
+One line per item: HaMeR weights (loadable, MANO source), the MediaPipe hand model, LiteRT for the hand search,
+PyTorch device and precisions, OpenCV, the ROS 2 environment (rclpy, the built hamer_ros messages, tf2), bag support, ONNX.
 Exit status 0 when everything required is there, 1 otherwise (optional items never fail it).
 """
 from __future__ import annotations
@@ -42,6 +42,13 @@ def mediapipe_checks(provision: bool):
     ok, detail = _importable('mediapipe')
     checks = [Check('MediaPipe', ok, f'mediapipe {detail}' if ok else detail,
                     'pip install mediapipe (hamer_ros is tested with 1.2.2)')]
+    from hamer_ros.detection.search_models import litert_available
+
+    missing = litert_available()
+    checks.append(Check('LiteRT (hand search)', missing is None,
+                        'ai-edge-litert installed: the multi-stage hand search is the default' if missing is None
+                        else 'not installed: only the palm-only detector (close-up hands) runs',
+                        'pip install ai-edge-litert (hamer_ros is tested with 2.3.0)', required=False))
     if not ok:
         return checks
     from hamer_ros.detection import default_model_path, ensure_hand_landmarker_model
@@ -57,6 +64,14 @@ def mediapipe_checks(provision: bool):
     else:
         checks.append(Check('hand landmarker model', False, f'{path} not built yet (it is built on first use)',
                             'python -m hamer_ros check --provision (reads a registry package once)'))
+    from hamer_ros.detection.search_models import ensure_search_models
+    try:
+        found = ensure_search_models(provision=provision)
+        checks.append(Check('hand search models', True, f'{len(found)} models in '
+                            f'{next(iter(found.values())).parent}', required=False))
+    except (ValueError, RuntimeError, OSError) as exc:
+        checks.append(Check('hand search models', False, str(exc), 'python -m hamer_ros check --provision',
+                            required=False))
     return checks
 
 

@@ -57,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--sequence', action='store_true', help='folder input: the images are consecutive frames '
                         'of one camera (MediaPipe video mode, track ids)')
     parser.add_argument('--fps', type=float, default=30.0, help='frame rate of a --sequence folder (default 30)')
-    parser.add_argument('--num-hands', type=int, default=2, help='most hands MediaPipe reports per frame')
+    from hamer_ros.detection.factory import add_search_arguments
+    add_search_arguments(parser)
     parser.add_argument('--mirrored', action='store_true', help='selfie-view input: swap the detected sides back')
     add_image_size_argument(parser)
     add_model_arguments(parser)
@@ -175,10 +176,10 @@ class InferRun:
 
         detector = tracker = None
         if self.args.boxes is None:
-            from hamer_ros.detection import HandDetector
+            from hamer_ros.detection.factory import detector_from_args
             try:
-                detector = HandDetector(running_mode='video' if self.source.is_sequence else 'image',
-                                        num_hands=self.args.num_hands, mirrored=self.args.mirrored)
+                detector = detector_from_args(self.args, 'video' if self.source.is_sequence else 'image',
+                                              mirrored=self.args.mirrored)
             except ImportError as exc:
                 raise SetupError(f'MediaPipe is not installed ({exc}): pip install mediapipe, or give the hands '
                                  'with --boxes FILE') from exc

@@ -29,7 +29,8 @@ def add_arguments(parser) -> None:
                         'pictures: swap the detected sides back to the subject\'s own')
     parser.add_argument('--width', type=int, help='ask the camera for this width')
     parser.add_argument('--height', type=int, help='ask the camera for this height')
-    parser.add_argument('--num-hands', type=int, default=2, help='most hands MediaPipe reports per frame')
+    from hamer_ros.detection.factory import add_search_arguments
+    add_search_arguments(parser)
     add_model_arguments(parser)
 
 
@@ -79,7 +80,7 @@ def run(args) -> int:
     import cv2
     import numpy as np
 
-    from hamer_ros.detection import HandDetector
+    from hamer_ros.detection.factory import detector_from_args
     from hamer_ros.offline import OverlayVideo, capture_fps, load_model_or_none
     from hamer_ros.pipeline import HandPipeline
     from hamer_ros.render import render_overlay
@@ -104,7 +105,7 @@ def run(args) -> int:
     print(f'source: {"camera " if is_camera else ""}{args.source}; model: '
           f'{model.describe() if model is not None else "none (landmarks-only)"}')
     fps = capture_fps(capture)     # file stamps are index / fps: a NaN or negative rate would break them
-    detector = HandDetector(running_mode='video', num_hands=args.num_hands, mirrored=args.mirrored)
+    detector = detector_from_args(args, 'video', mirrored=args.mirrored)
     pipeline = HandPipeline(detector, HandTracker(), model)
     saver = OverlayVideo(args.save, fps) if args.save else None
     meter = RateMeter(args.print_every)

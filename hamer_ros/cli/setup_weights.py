@@ -59,8 +59,11 @@ def _provision_hand_model(build: bool):
 
     try:
         from hamer_ros.detection.model import ensure_hand_landmarker_model
-        return Check('MediaPipe hand model', True, str(ensure_hand_landmarker_model(provision=build)),
-                     required=False)
+        from hamer_ros.detection.search_models import ensure_search_models
+        model = ensure_hand_landmarker_model(provision=build)
+        search_models = ensure_search_models(provision=build)
+        return Check('MediaPipe hand models', True, f'{model}; hand search: {len(search_models)} models in '
+                     f'{next(iter(search_models.values())).parent}', required=False)
     except (ImportError, ValueError, RuntimeError, OSError) as exc:
         return Check('MediaPipe hand model', False, str(exc), 'python -m hamer_ros check --provision',
                      required=False)

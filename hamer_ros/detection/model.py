@@ -19,9 +19,9 @@ The wheel is only read, never installed (it pins numpy<2 and pulls jax). Where t
 Both members are checked against the SHA-256 recorded below whenever the cached bundle is used, so a damaged or
 foreign file is rebuilt, never loaded.
 
-Pose landmarker fallback: not provisioned. The same wheel's `pose_landmark_full.tflite` carries no TFLite
-metadata, and the Tasks `PoseLandmarker` refuses it ("Input tensor has type float32: it requires specifying
-NormalizationOptions metadata"); no registry package holds a usable pose bundle.
+The same wheel's pose models carry no TFLite metadata, and the Tasks `PoseLandmarker` refuses them ("Input tensor
+has type float32: it requires specifying NormalizationOptions metadata"): the body-guided hand search runs them
+in LiteRT instead (`detection.search_models`).
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def ensure_hand_landmarker_model(path: Optional[Union[str, os.PathLike]] = None,
                 log.warning('rebuilding the cached hand landmarker model: %s', exc)
     if not provision:
         raise ModelNotProvisioned(f'the MediaPipe hand model is not provisioned ({problem}): {PROVISION_FIX}')
-    build_hand_landmarker_task(_mediapipe_wheel(model_cache_dir()), target)
+    build_hand_landmarker_task(mediapipe_wheel(model_cache_dir()), target)
     return target
 
 
@@ -144,11 +144,15 @@ def _check_bundle(path: Path, verify_hashes: bool) -> None:
                          'hand_landmarker.task, or none to let hamer_ros build its own') from exc
 
 
-def _mediapipe_wheel(folder: Path) -> Path:
-    """The 0.10.21 wheel in `folder`, fetched with pip (no install, no dependencies) when not there yet."""
+def mediapipe_wheel(folder: Path, fetch: bool = True) -> Path:
+    """The 0.10.21 wheel in `folder` (the source of every MediaPipe model hamer_ros uses), fetched with pip (no
+    install, no dependencies) when not there yet and `fetch`; else ModelNotProvisioned says how to provision it."""
     cached = sorted(folder.glob('mediapipe-0.10.21-*.whl'))
     if cached:
         return cached[0]
+    if not fetch:
+        raise ModelNotProvisioned(f'the MediaPipe models are not provisioned ({folder} has no '
+                                  f'{MEDIAPIPE_WHEEL_REQUIREMENT} wheel): {PROVISION_FIX}')
     log.info('fetching %s to build the hand landmarker model', MEDIAPIPE_WHEEL_REQUIREMENT)
     return pip_download(MEDIAPIPE_WHEEL_REQUIREMENT, folder,
                         advice='it holds the hand landmarker model: make the package index reachable, or pass the '

@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Hand recall on whole scenes (several people, hands 10-150 px): the dev set in test/data/scenes (README there).
+
+For each photo the hand search (`hamer_ros.detection.HandSearch`, image mode, defaults unless flags say
+otherwise) runs once after one warm-up pass; the palm-only Tasks detector (`HandDetector`, the pre-search
+default, num_hands 2) runs beside it as the reference. A found box matches an annotated hand when their IoU is at
+least 0.2, or the found box's centre lies inside the annotated box grown by 25 % per side, or (hands annotated
+from body keypoints, whose boxes are approximate: README) the dataset's own wrist keypoint lies inside the found
+box grown by 25 % per side; one match per hand. Printed:
+
+* recall by the annotated hand's size (hands the dataset marks occluded count neither way) (longer box side): < 30 px, 30-80 px, > 80 px;
+* boxes on no annotated hand: all of them, and those whose centre lies inside an annotated person's box (the
+  others may be hands of people the datasets did not annotate), as a share of all boxes;
+* sides right among matched hands >= 30 px;
+* milliseconds per frame for each stage (HandSearch.last_timings) and in all.
+
+Speed at 640x480 with two people (issue 11 item 3): `--speed` times the full search (image mode) and the tracked
+video mode on the crowdpose 640x480 photo with two people (crowdpose_106848.jpg resized to 640x480), repeated.
+
+    python benchmarks/bench_scene_recall.py [--palm-tiles 2] [--person-tiles 1] [--max-people 4] [--no-body] [--speed]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cv2  # noqa: E402
+
+SCENES = Path(__file__).resolve().parents[1] / 'test' / 'data' / 'scenes'
+SIZE_BINS = (('< 30 px', 0, 30), ('30-80 px', 30, 80), ('> 80 px', 80, 1e9))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown'
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def matches(found, truth, wrist=None) -> bool:
+    if iou(found, truth) >= 0.2:
+        return True
+    if wrist is not None:
+        # the dataset's own wrist keypoint lies on the found hand (its box grown by 25 % per side)
+        fw, fh = 0.25 * (found[2] - found[0]), 0.25 * (found[3] - found[1])
+        if found[0] - fw <= wrist[0] <= found[2] + fw and found[1] - fh <= wrist[1] <= found[3] + fh:
+            return True
+    cx, cy = 0.5 * (found[0] + found[2]), 0.5 * (found[1] + found[3])
+    gw, gh = 0.25 * (truth[2] - truth[0]), 0.25 * (truth[3] - truth[1])
+    return truth[0] - gw <= cx <= truth[2] + gw and truth[1] - gh <= cy <= truth[3] + gh
+
+
+def score_scene(scene, found):
+    """[(size, matched, side_right or None)] per annotated hand, and (wrong, wrong_on_person) box counts."""
+    hands = scene['hands']
+    used = set()
+    rows = []
+    for hand in sorted(hands, key=lambda h: -(h['box_xyxy'][2] - h['box_xyxy'][0])):
+        box = hand['box_xyxy']
+        size = max(box[2] - box[0], box[3] - box[1])
+        best = None
+        for i, det in enumerate(found):
+            if i not in used and matches(det.box_xyxy, box, hand.get('wrist_xy')):
+                if best is None or iou(det.box_xyxy, box) > iou(found[best].box_xyxy, box):
+                    best = i
+        if best is not None:
+            used.add(best)
+        if hand.get('occluded'):
+            continue         # labelled occluded by the dataset: neither missed when not found nor wrong when found
+        if best is None:
+            rows.append((size, False, None))
+        else:
+            rows.append((size, True, found[best].side == hand['side']))
+    wrong = [i for i in range(len(found)) if i not in used]
+    on_person = 0
+    for i in wrong:
+        box = found[i].box_xyxy
+        cx, cy = 0.5 * (box[0] + box[2]), 0.5 * (box[1] + box[3])
+        if any(p[0] <= cx <= p[2] and p[1] <= cy <= p[3] for p in scene.get('people', [])):
+            on_person += 1
+    return rows, len(wrong), on_person
+
+
+def report(name, rows, boxes, wrong, wrong_person, times):
+    print(f'\n{name}')
+    for label, lo, hi in SIZE_BINS:
+        sel = [r for r in rows if lo <= r[0] < hi]
+        found = sum(r[1] for r in sel)
+        share = f'  ({100.0 * found / len(sel):5.1f} %)' if sel else ''
+        print(f'  recall {label:9s}: {found:3d} / {len(sel):3d}' + share)
+    big = [r for r in rows if r[0] >= 30]
+    hits = sum(r[1] for r in big)
+    print(f'  recall >= 30 px : {hits:3d} / {len(big):3d}  ({100.0 * hits / max(1, len(big)):5.1f} %)')
+    print(f'  boxes           : {boxes}; on no annotated hand: {wrong} ({100.0 * wrong / max(1, boxes):.1f} %), '
+          f'of them inside an annotated person: {wrong_person} ({100.0 * wrong_person / max(1, boxes):.1f} %)')
+    sides = [r[2] for r in big if r[1]]
+    print(f'  sides right (matched >= 30 px): {sum(sides)} / {len(sides)}'
+          + (f' ({100.0 * sum(sides) / len(sides):.1f} %)' if sides else ''))
+    if times:
+        keys = sorted({k for t in times for k in t})
+        parts = [f'{k} {1000 * statistics.mean(t.get(k, 0.0) for t in times):.1f}' for k in keys]
+        print('  ms per frame (mean): ' + ', '.join(parts))
+
+
+def run_recall(args, scenes):
+    from hamer_ros.detection import HandDetector, HandSearch
+
+    search = HandSearch(running_mode='image', num_hands=args.num_hands, body_stage=not args.no_body,
+                        palm_stage=not args.no_palm, palm_tiles=args.palm_tiles, person_tiles=args.person_tiles,
+                        max_people=args.max_people)
+    images = {s['image']: cv2.imread(str(SCENES / s['image'])) for s in scenes}
+    for scene in scenes:                   # warm-up
+        search.detect(images[scene['image']])
+    rows, boxes, wrong, wrong_person, times = [], 0, 0, 0, []
+    per_scene = []
+    for scene in scenes:
+        start = time.perf_counter()
+        found = search.detect(images[scene['image']])
+        total = time.perf_counter() - start
+        t = dict(search.last_timings)
+        t['total'] = total
+        times.append(t)
+        r, w, wp = score_scene(scene, found)
+        rows += r
+        boxes += len(found)
+        wrong += w
+        wrong_person += wp
+        per_scene.append((scene['image'], sum(x[1] for x in r), len(r), len(found), w, 1000 * total,
+                          {k: sum(h.stage == k for h in found) for k in ('body', 'palm')}))
+    report('HandSearch (image mode) ' + json.dumps({'palm_tiles': args.palm_tiles, 'person_tiles': args.person_tiles,
+                                                    'max_people': args.max_people,
+                                                    'body': not args.no_body, 'palm': not args.no_palm}),
+           rows, boxes, wrong, wrong_person, times)
+    print('  per photo: found/annotated, boxes, on no hand, ms, by stage')
+    for name, hit, n, b, w, ms, stages in per_scene:
+        print(f'    {name:50s} {hit:2d}/{n:2d} boxes {b:2d} wrong {w:2d} {ms:6.0f} ms {stages}')
+
+    rows, boxes, wrong, wrong_person, times = [], 0, 0, 0, []
+    with HandDetector(num_hands=2) as palm_only:
+        for scene in scenes:
+            start = time.perf_counter()
+            found = palm_only.detect(images[scene['image']])
+            times.append({'total': time.perf_counter() - start})
+            r, w, wp = score_scene(scene, found)
+            rows += r
+            boxes += len(found)
+            wrong += w
+            wrong_person += wp
+    report('reference: palm-only Tasks HandDetector, num_hands=2 (the default before the search)', rows, boxes,
+           wrong, wrong_person, times)
+
+
+def run_speed(args):
+    from hamer_ros.detection import HandSearch
+
+    image = cv2.resize(cv2.imread(str(SCENES / 'crowdpose_106848.jpg')), (640, 480))
+    for mode in ('image', 'video'):
+        search = HandSearch(running_mode=mode, num_hands=args.num_hands, body_stage=not args.no_body,
+                            palm_stage=not args.no_palm, palm_tiles=args.palm_tiles, person_tiles=args.person_tiles,
+                        max_people=args.max_people)
+        samples, stages, counts = [], [], []
+        for i in range(args.repeats + 3):
+            # video: the photo shifted by 1 px per frame, so that the tracked regions move as in a stream
+            frame = np.roll(image, i % 20, axis=1) if mode == 'video' else image
+            start = time.perf_counter()
+            found = search.detect(frame, timestamp_ms=33 * i)
+            elapsed = time.perf_counter() - start
+            if i >= 3:
+                samples.append(elapsed)
+                stages.append(dict(search.last_timings))
+                counts.append(len(found))
+        keys = sorted({k for t in stages for k in t})
+        print(f'\n640x480, two people ({mode} mode, {args.repeats} frames): '
+              f'median {1000 * statistics.median(samples):.1f} ms, '
+              f'mean {1000 * statistics.mean(samples):.1f} ms, hands per frame {statistics.mean(counts):.2f}, '
+              f'full searches {search.full_searches}')
+        print('  ms per frame by stage (mean over frames): '
+              + ', '.join(f'{k} {1000 * statistics.mean(t.get(k, 0.0) for t in stages):.1f}' for k in keys))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--palm-tiles', type=int, default=2)
+    parser.add_argument('--person-tiles', type=int, default=1)
+    parser.add_argument('--max-people', type=int, default=4)
+    parser.add_argument('--num-hands', type=int, default=8)
+    parser.add_argument('--no-body', action='store_true')
+    parser.add_argument('--no-palm', action='store_true')
+    parser.add_argument('--speed', action='store_true', help='also time 640x480 two-person frames')
+    parser.add_argument('--repeats', type=int, default=30)
+    args = parser.parse_args()
+    scenes = json.loads((SCENES / 'scenes.json').read_text())['scenes']
+    print(f'CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start')
+    print(f'dev set: {len(scenes)} photos, {sum(not h.get("occluded") for s in scenes for h in s["hands"])} '
+          f'annotated visible hands (+ {sum(bool(h.get("occluded")) for s in scenes for h in s["hands"])} occluded, '
+          'ignored)')
+    run_recall(args, scenes)
+    if args.speed:
+        run_speed(args)
+    print(f'\nload average {os.getloadavg()[0]:.2f} at the end')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The hand search every front end uses (`detect`, `infer`, `live`, the node, the Python API): the multi-stage
+`HandSearch` when LiteRT is installed, else MediaPipe's palm-only Tasks `HandDetector` with a clear warning (the
+caller keeps running; it only misses the hands of people at a distance)."""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from hamer_ros.detection.search_models import litert_available
+
+log = logging.getLogger(__name__)
+
+
+def make_hand_detector(running_mode: str = 'image', num_hands: int = 8, search: bool = True,
+                       body_stage: bool = True, palm_tiles: int = 2, person_tiles: int = 1, max_people: int = 4,
+                       full_search_period: int = 10, model_path=None, min_detection_confidence: float = 0.5,
+                       min_presence_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
+                       mirrored: bool = False, rgb_input: bool = False, warn=None, provision_model: bool = True):
+    """A detector with `.detect(image, timestamp_ms)`, `.reset()`, `.close()`.
+
+    search: False gives the palm-only Tasks detector (the whole frame at 192x192: close-up hands only).
+    model_path: a user's `hand_landmarker.task`: the palm-only detector runs with it (the search runs only its own
+        hash-pinned models, so a model of one's own means the palm-only detector).
+    warn: called with the message when the search is asked for but LiteRT is missing (default: logging).
+    provision_model: build missing models from the cached (or fetched) mediapipe wheel; False (the node): never
+        fetch anything, a missing model raises ModelNotProvisioned with the set-up command.
+    """
+    search = search and model_path is None
+    reason: Optional[str] = litert_available() if search else None
+    if search and reason is None:
+        from hamer_ros.detection.hand_search import HandSearch
+
+        return HandSearch(running_mode=running_mode, num_hands=num_hands, body_stage=body_stage,
+                          palm_tiles=palm_tiles, person_tiles=person_tiles, max_people=max_people,
+                          full_search_period=full_search_period,
+                          min_detection_confidence=min_detection_confidence,
+                          min_presence_confidence=min_presence_confidence,
+                          min_tracking_confidence=min_tracking_confidence, mirrored=mirrored, rgb_input=rgb_input,
+                          provision_models=provision_model)
+    if reason is not None:
+        (warn or log.warning)(reason)
+    from hamer_ros.detection.hand_detector import HandDetector
+
+    return HandDetector(model_path=model_path, running_mode=running_mode, num_hands=num_hands,
+                        min_detection_confidence=min_detection_confidence,
+                        min_presence_confidence=min_presence_confidence,
+                        min_tracking_confidence=min_tracking_confidence, mirrored=mirrored, rgb_input=rgb_input,
+                        provision_model=provision_model)
+
+
+def add_search_arguments(parser) -> None:
+    """The hand search's command-line options (`detect`, `infer`, `live`)."""
+    parser.add_argument('--num-hands', type=int, default=8, help='most hands reported per frame (default 8)')
+    parser.add_argument('--palm-only', action='store_true',
+                        help="MediaPipe's palm-only hand landmarker instead of the multi-stage search (close-up hands)")
+    parser.add_argument('--no-body-stage', action='store_true',
+                        help='search without the body-guided stage (hands from people\'s wrists)')
+    parser.add_argument('--palm-tiles', type=int, default=2,
+                        help='palm detector tiles per image side where nothing is tracked (default 2; 1: whole frame)')
+    parser.add_argument('--person-tiles', type=int, default=1,
+                        help='person detector tiles per image side (default 1: whole frame; more for far people)')
+    parser.add_argument('--max-people', type=int, default=4,
+                        help='most people per frame for the body stage (default 4)')
+    parser.add_argument('--full-search-period', type=int, default=10,
+                        help='video: frames between full searches while every hand stays tracked (default 10)')
+
+
+def detector_from_args(args, running_mode: str, **options):
+    """`make_hand_detector` with the options of `add_search_arguments` (plus `options`)."""
+    return make_hand_detector(running_mode=running_mode, num_hands=args.num_hands, search=not args.palm_only,
+                              body_stage=not args.no_body_stage, palm_tiles=args.palm_tiles,
+                              person_tiles=args.person_tiles, max_people=args.max_people,
+                              full_search_period=args.full_search_period, **options)

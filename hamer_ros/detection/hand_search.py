@@ -1,0 +1,470 @@
+"""The hand search for whole scenes: several people, hands from about 12 px up, in stages that fill each other's
+gaps, merged without duplicates. Runs MediaPipe's models in LiteRT (`detection.search_models`).
+
+Stages (each proposes hand regions; the hand landmark model then confirms every region with its presence score
+and gives the 21 landmarks and the side):
+
+* `tracked` (video mode): last frame's hands, re-checked in place with the lite landmark model (the region from
+  their landmarks, as MediaPipe's hand_landmark_landmarks_to_roi.pbtxt: rotation wrist -> middle of the
+  index/middle/ring PIPs, box of the palm and lower-finger landmarks, x2, shifted up 0.1).
+* `body`: BlazePose person detector (224x224, its own SSD anchors decoded here, weighted NMS, a person cap), the
+  pose landmark model on each person's region (pose_detection_to_roi.pbtxt: centre hips, side 2 x hips -> scale
+  point, x1.25), then a hand region per visible wrist from wrist / index / pinky (holistic's
+  hand_detections_from_pose_to_rects_calculator.cc: centre (2 index + pinky) / 3, side 2 x its distance to the
+  wrist; hand_landmarks_from_pose_to_recrop_roi.pbtxt: x2.7, shifted up 0.1), refined by hand_recrop.tflite
+  (hand_recrop_by_roi_cpu.pbtxt: two points, centre the first, side 2 x their distance, target angle -90
+  degrees, shifted up 0.1). The hand's side is also known from which wrist it is: both are combined.
+* `palm`: the palm detector (192x192) on the whole frame, and, where `palm_tiles` > 1, on overlapping square tiles
+  zoomed to its input, for hands without a visible body (palm_detection_detection_to_roi.pbtxt: rotation
+  wrist -> middle finger base, x2.6, shifted up 0.5).
+
+Each hand the body stage finds is run once more through the full landmark model in the region its own landmarks
+give (as MediaPipe's next frame would), so its box and side do not depend on the pose's region (palm hands are
+in MediaPipe's own palm region already).
+Hands smaller than `pose_only_max_size` that the landmark model cannot confirm but whose wrist, index and pinky
+the pose model sees clearly are reported from the body alone (box, no landmarks).
+
+In video mode the full search (body + palm) runs on the first frame, whenever a tracked hand is lost or nothing is
+tracked, and every `full_search_period` frames (a hand entering the view is found within that many frames);
+in between only the tracked regions are checked (one landmark model call per hand). Image mode runs the full
+search on every frame.
+
+Merging: hands whose boxes overlap (IoU > 0.3, or one mostly inside the other) are one hand; the one with the
+higher presence wins, so every hand is reported once, with one side. `HandDetection.stage` says which stage
+found it.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from hamer_ros.detection.regions import (Region, aligned_region, box_iou, crop, decode_ssd, letterbox_region,
+                                         rotation_towards, ssd_anchors, to_image, weighted_nms)
+from hamer_ros.types import STAGE_BODY, STAGE_PALM, STAGE_TRACKED, HandDetection
+
+SEARCH_STAGES = (STAGE_TRACKED, STAGE_BODY, STAGE_PALM)    # the stages of this search (types.STAGES)
+# Pose landmark indices (BlazePose 33 + 6 auxiliary): wrist, pinky, index per side of the subject.
+_POSE_HAND_POINTS = {'left': (15, 17, 19), 'right': (16, 18, 20)}
+# Landmarks MediaPipe uses for the tracking region (palm and lower fingers).
+_TRACKING_LANDMARKS = [0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18]
+# The wrist's identity as a second opinion on the side: its log-odds (of this probability) are added to the hand
+# model's, so a confident hand model outvotes a wrist of another, overlapping person.
+_BODY_SIDE_CONFIDENCE = 0.8
+_MIN_WRIST_VISIBILITY = 0.1        # holistic's hand_visibility_from_hand_landmarks_from_pose.pbtxt threshold
+# Pose-only hands (HandSearch._pose_only_hand): box geometry from wrist / index / pinky, and the visibility needed.
+POSE_ONLY_BOX_SCALE = 1.9
+POSE_ONLY_CENTRE_OFFSET = 1.1
+POSE_ONLY_MIN_VISIBILITY = 0.9   # 0.8 let an arm-hidden hand of a crossed-arms pose through (bus photo)
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+class HandSearch:
+    """Hands in whole scenes (see the module docstring); the same `detect` / `reset` / `close` as `HandDetector`.
+
+    running_mode: 'image' (full search every frame) or 'video' (tracking between full searches).
+    num_hands: most hands reported per frame.
+    body_stage / palm_stage: switch the stages (at least one; tracking is always on in video mode).
+    palm_tiles: palm detector tiles per image side (1: the whole frame only; 2: the whole frame plus 2x2
+        overlapping tiles, ...). Tiles run on frames where nothing is tracked.
+    person_tiles: the same for the person detector (1: whole frame only; more finds people far away in large
+        frames, at one person-detector run per tile).
+    max_people: most people the body stage follows per frame (the best-scoring ones).
+    full_search_period: video mode: frames between full searches while every hand stays tracked (1: every frame).
+    min_detection_confidence: palm and person detector score threshold.
+    min_presence_confidence: hand landmark model presence threshold (every stage).
+    min_tracking_confidence: presence a tracked hand needs to stay tracked.
+    mirrored / rgb_input: as `HandDetector`.
+    num_threads: LiteRT threads per model.
+    tracking_model: 'lite' (default: MediaPipe's hand_landmark_lite, about 4x faster) or 'full' for the re-check
+        of tracked hands in video mode; full searches always confirm with the full model.
+    pose_only_max_size: body stage: hands the landmark model does not confirm but the pose sees clearly are
+        reported from the pose alone (box only, no landmarks) when smaller than this (px); 0 turns that off.
+    """
+
+    def __init__(self, running_mode: str = 'image', num_hands: int = 8, body_stage: bool = True,
+                 palm_stage: bool = True, palm_tiles: int = 2, person_tiles: int = 1, max_people: int = 4,
+                 full_search_period: int = 10,
+                 min_detection_confidence: float = 0.5, min_presence_confidence: float = 0.5,
+                 min_tracking_confidence: float = 0.5, mirrored: bool = False, rgb_input: bool = False,
+                 num_threads: int = 2, pose_only_max_size: float = 40.0, tracking_model: str = 'lite',
+                 provision_models: bool = True):
+        from hamer_ros.detection.hand_detector import RUNNING_MODES
+        from hamer_ros.detection.search_models import LITERT_MISSING, TfliteModel, ensure_search_models, \
+            litert_available
+
+        if running_mode not in RUNNING_MODES:
+            raise ValueError(f"running_mode must be one of {RUNNING_MODES}, got {running_mode!r}")
+        for name, value, low in (('num_hands', num_hands, 1), ('palm_tiles', palm_tiles, 1),
+                                 ('person_tiles', person_tiles, 1),
+                                 ('max_people', max_people, 1), ('full_search_period', full_search_period, 1),
+                                 ('num_threads', num_threads, 1)):
+            if int(value) < low:
+                raise ValueError(f'{name} must be at least {low}, got {value}')
+        for name, value in (('min_detection_confidence', min_detection_confidence),
+                            ('min_presence_confidence', min_presence_confidence),
+                            ('min_tracking_confidence', min_tracking_confidence)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f'{name} must lie in [0, 1], got {value}')
+        if not (body_stage or palm_stage):
+            raise ValueError('turn on at least one of the body and palm stages, or no new hand is ever found')
+        if litert_available() is not None:
+            raise ImportError(LITERT_MISSING)
+        self.running_mode = running_mode
+        self.num_hands = int(num_hands)
+        self.body_stage, self.palm_stage = bool(body_stage), bool(palm_stage)
+        self.palm_tiles, self.person_tiles, self.max_people = int(palm_tiles), int(person_tiles), int(max_people)
+        self.full_search_period = int(full_search_period)
+        self.min_detection_confidence = float(min_detection_confidence)
+        self.min_presence_confidence = float(min_presence_confidence)
+        self.min_tracking_confidence = float(min_tracking_confidence)
+        self.mirrored, self.rgb_input = bool(mirrored), bool(rgb_input)
+        self.pose_only_max_size = float(pose_only_max_size)
+        if tracking_model not in ('lite', 'full'):
+            raise ValueError(f"tracking_model must be 'lite' or 'full', got {tracking_model!r}")
+        self._tracking_model = f'hand_landmark_{tracking_model}'
+        names = sorted({'hand_landmark_full', self._tracking_model}) + \
+            (['palm_detection_full'] if palm_stage else []) + \
+            (['pose_detection', 'pose_landmark_full', 'hand_recrop'] if body_stage else [])
+        paths = ensure_search_models(names, provision=provision_models)
+        self._models = {name: TfliteModel(path, num_threads) for name, path in paths.items()}
+        self._palm_anchors = ssd_anchors(192, (8, 16, 16, 16))
+        self._pose_anchors = ssd_anchors(224, (8, 16, 32, 32, 32))
+        self.last_timings: Dict[str, float] = {}      # seconds per stage of the last frame
+        self.full_searches = 0
+        self.reset()
+
+    # ------------------------------------------------------------------ public API
+    def reset(self) -> None:
+        self._tracked: List[HandDetection] = []
+        self._frames_since_full = 0
+
+    def close(self) -> None:
+        self._tracked = []
+
+    def __enter__(self) -> 'HandSearch':
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def detect(self, image: np.ndarray, timestamp_ms: Optional[float] = None) -> List[HandDetection]:
+        """Hands in `image` (uint8 HxWx3, BGR unless `rgb_input`; HxW grey accepted). `timestamp_ms` is accepted
+        for the `HandDetector` interface; frames are taken in the order given."""
+        rgb = self._to_rgb(image)
+        timings = self.last_timings = {}
+        found: List[HandDetection] = []
+        lost = False
+        if self.running_mode == 'video' and self._tracked:
+            start = time.perf_counter()
+            for hand in [h for h in self._tracked if h.landmarks_2d is not None]:
+                confirmed = self._confirm(rgb, tracking_region(hand.landmarks_2d), STAGE_TRACKED,
+                                          self.min_tracking_confidence, self._tracking_model)
+                if confirmed is not None:
+                    found.append(confirmed)
+                else:
+                    lost = True
+            timings['tracked'] = time.perf_counter() - start
+            found = merge_hands(found, self.num_hands)
+            lost = lost or len(found) < sum(h.landmarks_2d is not None for h in self._tracked)
+        self._frames_since_full += 1
+        full = (self.running_mode == 'image' or not found or lost
+                or self._frames_since_full >= self.full_search_period)
+        if full:
+            self.full_searches += 1
+            self._frames_since_full = 0
+            new, wrists = self._full_search(rgb, tiles=not found)
+            found = merge_hands(found + self._refine(rgb, merge_hands(new, 10 ** 6), wrists), self.num_hands)
+        self._tracked = list(found) if self.running_mode == 'video' else []
+        return list(found)
+
+    # ------------------------------------------------------------------ stages
+    def _full_search(self, rgb: np.ndarray, tiles: bool):
+        """(new hands, [(side, wrist px, visibility)] of the bodies' visible wrists)."""
+        hands: List[HandDetection] = []
+        wrists: List[Tuple[str, np.ndarray, float]] = []
+        if self.body_stage:
+            start = time.perf_counter()
+            candidates = []
+            for person in self._people(rgb, tiles):
+                for side, region, wrist, visibility, pose_hand in self._hand_regions_from_pose(rgb, person):
+                    wrists.append((side, wrist, visibility))
+                    candidates.append((region, pose_hand))
+            self.last_timings['body_pose'] = time.perf_counter() - start
+            start = time.perf_counter()
+            for region, pose_hand in candidates:
+                hand = self._confirm(rgb, region, STAGE_BODY, self.min_presence_confidence)
+                if hand is None:
+                    hand = pose_hand      # small and clearly visible: the body's own box (or None)
+                if hand is not None:
+                    hands.append(hand)
+            self.last_timings['body_hands'] = time.perf_counter() - start
+        if self.palm_stage:
+            start = time.perf_counter()
+            regions = self._palm_regions(rgb, tiles)
+            self.last_timings['palm_detect'] = time.perf_counter() - start
+            start = time.perf_counter()
+            known = merge_hands(list(hands), 10 ** 6)
+            for region in regions:
+                # A palm on a hand the body stage confirmed already needs no second landmark run.
+                if any(_overlaps(region_box(region, 1 / 2.6), hand.box_xyxy) for hand in known):
+                    continue
+                hand = self._confirm(rgb, region, STAGE_PALM, self.min_presence_confidence)
+                if hand is not None:
+                    hands.append(hand)
+                    known.append(hand)
+            self.last_timings['palm_hands'] = time.perf_counter() - start
+        return hands, wrists
+
+    def _refine(self, rgb: np.ndarray, hands: List[HandDetection], wrists) -> List[HandDetection]:
+        """Each new body-stage hand once more in the region its own landmarks give (as MediaPipe's next frame
+        would): its landmarks and the hand model's side then no longer depend on the pose's region. Every side is
+        then combined with the body's wrist at the hand, when there is one."""
+        start = time.perf_counter()
+        refined = []
+        for hand in hands:
+            if hand.landmarks_2d is None or hand.stage == STAGE_PALM:
+                # a pose-only hand has nothing to refine; a palm hand's region is MediaPipe's own already
+                refined.append(_side_from_wrists(hand, wrists))
+                continue
+            again = self._confirm(rgb, tracking_region(hand.landmarks_2d), hand.stage, self.min_presence_confidence)
+            refined.append(_side_from_wrists(again if again is not None else hand, wrists))
+        self.last_timings['refine'] = time.perf_counter() - start
+        return refined
+
+    def _people(self, rgb: np.ndarray, tiles: bool) -> List[Region]:
+        """Person regions from the BlazePose detector on the letterboxed whole frame (and, with `tiles` and
+        person_tiles > 1, on zoomed tiles: people far away are too small for it in the whole frame), best first,
+        overlapping ones merged, at most max_people."""
+        people = []
+        for window in self._windows(rgb, self.person_tiles if tiles else 1):
+            tensor, matrix = crop(rgb, window, 224, (-1.0, 1.0))
+            raw_boxes, raw_scores = self._models['pose_detection'].run(tensor)
+            for person in weighted_nms(decode_ssd(raw_boxes, raw_scores, self._pose_anchors, 224, 4,
+                                                  self.min_detection_confidence), 0.3):
+                points = to_image(person.keypoints, matrix)
+                # keypoint 0: mid-hip centre, 1: the point giving the body's size and rotation.
+                region = aligned_region(points[0], points[1], math.pi / 2).transformed(scale=1.25)
+                people.append((person.score, region))
+        people.sort(key=lambda p: -p[0])
+        kept: List[Region] = []
+        for _, region in people:
+            if all(box_iou(region.box(), other.box()) <= 0.5 for other in kept):
+                kept.append(region)
+        return kept[:self.max_people]
+
+    @staticmethod
+    def _windows(rgb: np.ndarray, tiles: int) -> List[Region]:
+        """The whole frame, plus (`tiles` > 1) overlapping square tiles, about `tiles` along the long side."""
+        height, width = rgb.shape[:2]
+        windows = [letterbox_region(0, 0, width, height)]
+        if tiles > 1:
+            # Square tiles of 1.25 / palm_tiles of the long side (at most the short side), overlapping by at
+            # least a fifth, as many along each side as it takes to cover it (a strip under a tenth of a tile
+            # at the edge is left to the whole-frame pass).
+            side = min(max(width, height) / tiles * 1.25, min(width, height))
+            rows, cols = (1 + max(0, int(math.ceil((length - side) / (0.8 * side) - 0.1)))
+                          for length in (height, width))
+            for cy in np.linspace(side / 2, height - side / 2, rows):
+                for cx in np.linspace(side / 2, width - side / 2, cols):
+                    windows.append(Region(float(cx), float(cy), float(side)))
+        return windows
+
+    def _hand_regions_from_pose(self, rgb: np.ndarray, person: Region):
+        """(side, hand region, wrist px, wrist visibility, pose-only hand or None) for each visible wrist of one
+        person. The pose-only hand is the box the body alone gives a small hand (`_pose_only_hand`)."""
+        tensor, matrix = crop(rgb, person, 256, (0.0, 1.0))
+        outputs = self._models['pose_landmark_full'].run(tensor)
+        landmarks, person_flag = outputs[0].reshape(39, 5), float(outputs[1].reshape(-1)[0])
+        if person_flag < 0.5:
+            return []
+        points = to_image(landmarks[:, :2], matrix)
+        visibility = _sigmoid(landmarks[:, 3])
+        out = []
+        for side, (wrist_i, pinky_i, index_i) in _POSE_HAND_POINTS.items():
+            if visibility[wrist_i] < _MIN_WRIST_VISIBILITY:
+                continue
+            wrist, pinky, index = points[wrist_i], points[pinky_i], points[index_i]
+            middle = (2.0 * index + pinky) / 3.0
+            size = 2.0 * float(np.linalg.norm(middle - wrist))
+            if size < 2.0:
+                continue
+            region = Region(float(middle[0]), float(middle[1]), size,
+                            rotation_towards(wrist, middle)).transformed(scale=2.7, shift_y=-0.1)
+            side = self._mirror_side(side)
+            sure = float(min(visibility[wrist_i], visibility[pinky_i], visibility[index_i]))
+            out.append((side, self._recrop(rgb, region), wrist, float(visibility[wrist_i]),
+                        self._pose_only_hand(rgb, wrist, middle, side, sure)))
+        return out
+
+    def _pose_only_hand(self, rgb: np.ndarray, wrist: np.ndarray, middle: np.ndarray, side: str,
+                        visibility: float) -> Optional[HandDetection]:
+        """A hand too small for the hand landmark model (below `pose_only_max_size` px; its presence score falls to
+        zero there even on clear hands) but whose wrist, index and pinky the pose model sees well (visibility >=
+        POSE_ONLY_MIN_VISIBILITY): the body's own box. Geometry, measured on hands the landmark model confirmed
+        (bus photo and whole scenes; distance d = |middle - wrist|, middle = (2 index + pinky) / 3): the tight
+        box is about 1.9 d wide, centred 1.1 d from the wrist towards the middle point. No landmarks; score =
+        half the visibility, so a confirmed hand wins any merge; the side is the wrist's."""
+        d = float(np.linalg.norm(middle - wrist))
+        size = POSE_ONLY_BOX_SCALE * d
+        if visibility < POSE_ONLY_MIN_VISIBILITY or not 4.0 <= size < self.pose_only_max_size:
+            return None
+        centre = wrist + POSE_ONLY_CENTRE_OFFSET * (middle - wrist)
+        height, width = rgb.shape[:2]
+        box = np.clip(np.concatenate([centre - size / 2, centre + size / 2]), 0.0, [width, height, width, height])
+        if box[2] - box[0] < 2.0 or box[3] - box[1] < 2.0:
+            return None
+        return HandDetection(box_xyxy=box, side=side, side_score=_BODY_SIDE_CONFIDENCE, score=0.5 * visibility,
+                             stage=STAGE_BODY)
+
+    def _recrop(self, rgb: np.ndarray, region: Region) -> Region:
+        tensor, matrix = crop(rgb, region, 256, (0.0, 1.0))
+        points = to_image(self._models['hand_recrop'].run(tensor)[0].reshape(2, 2), matrix)
+        refined = aligned_region(points[0], points[1], -math.pi / 2).transformed(shift_y=-0.1)
+        # A degenerate answer (both points together) keeps the pose's region.
+        return refined if refined.size > 0.25 * region.size else region
+
+    def _palm_regions(self, rgb: np.ndarray, tiles: bool) -> List[Region]:
+        palms = []
+        for window in self._windows(rgb, self.palm_tiles if tiles else 1):
+            tensor, matrix = crop(rgb, window, 192, (0.0, 1.0))
+            raw_boxes, raw_scores = self._models['palm_detection_full'].run(tensor)
+            for palm in weighted_nms(decode_ssd(raw_boxes, raw_scores, self._palm_anchors, 192, 7,
+                                                self.min_detection_confidence), 0.3):
+                corners = to_image(palm.box.reshape(2, 2), matrix)
+                keypoints = to_image(palm.keypoints, matrix)
+                palms.append((palm.score, corners.reshape(4), keypoints))
+        # Tiles see the same palm more than once: keep the best of overlapping ones.
+        palms.sort(key=lambda p: -p[0])
+        kept = []
+        for score, box, keypoints in palms:
+            if all(box_iou(box, other[1]) <= 0.3 for other in kept):
+                kept.append((score, box, keypoints))
+        regions = []
+        for _, box, keypoints in kept:
+            w, h = box[2] - box[0], box[3] - box[1]
+            angle = rotation_towards(keypoints[0], keypoints[2])
+            # shift along the rotated axes in units of the (rectangular) box, then x2.6, square on the long side
+            c, s = math.cos(angle), math.sin(angle)
+            cx, cy = 0.5 * (box[0] + box[2]) + s * 0.5 * h, 0.5 * (box[1] + box[3]) - c * 0.5 * h
+            regions.append(Region(cx, cy, 2.6 * max(w, h), angle))
+        return regions
+
+    # ------------------------------------------------------------------ the hand landmark model
+    def _confirm(self, rgb: np.ndarray, region: Region, stage: str, threshold: float,
+                 model: str = 'hand_landmark_full') -> Optional[HandDetection]:
+        """The hand in `region` when the landmark model's presence reaches `threshold`, else None."""
+        if region.size < 4.0:
+            return None
+        tensor, matrix = crop(rgb, region, 224, (0.0, 1.0))
+        landmarks, presence, handedness, world = self._models[model].run(tensor)
+        presence = float(presence.reshape(-1)[0])
+        if presence < threshold:
+            return None
+        height, width = rgb.shape[:2]
+        points = to_image(landmarks.reshape(21, 3)[:, :2], matrix)
+        c, s = math.cos(region.angle), math.sin(region.angle)
+        world = world.reshape(21, 3).astype(np.float64)
+        world[:, :2] = world[:, :2] @ np.array([[c, s], [-s, c]])      # into the image's axes (rotate by angle)
+        # The model's score is the probability of 'Right' for the image as given (checked against the
+        # Tasks API's labels on real photos, test_detection_search.py).
+        p_right = float(handedness.reshape(-1)[0])
+        if self.mirrored:
+            p_right = 1.0 - p_right
+        side = 'right' if p_right >= 0.5 else 'left'
+        box = np.clip(np.array([*points.min(0), *points.max(0)]), 0.0, [width, height, width, height])
+        if box[2] - box[0] < 1.0 or box[3] - box[1] < 1.0:
+            return None
+        return HandDetection(box_xyxy=box, side=side, side_score=max(p_right, 1.0 - p_right), score=presence,
+                             landmarks_2d=points, landmarks_world=world, stage=stage)
+
+    # ------------------------------------------------------------------ helpers
+    def _mirror_side(self, side: str) -> str:
+        # Pose landmarks name the subject's own side in a normal image; a mirrored image swaps them.
+        return ('left' if side == 'right' else 'right') if self.mirrored else side
+
+    def _to_rgb(self, image: np.ndarray) -> np.ndarray:
+        image = np.asarray(image)
+        if image.dtype != np.uint8:
+            raise ValueError(f'images for hand detection must be uint8, got {image.dtype}; convert them first '
+                             '(e.g. cv2.convertScaleAbs)')
+        if image.ndim == 2:
+            return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f'images for hand detection must be HxWx3 (or HxW grey), got shape {image.shape}')
+        return np.ascontiguousarray(image if self.rgb_input else cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+
+
+def tracking_region(landmarks_2d: np.ndarray) -> Region:
+    """Next frame's region of a hand from its 21 landmarks (MediaPipe's hand_landmarks_to_rect_calculator.cc and
+    hand_landmark_landmarks_to_roi.pbtxt)."""
+    points = np.asarray(landmarks_2d, dtype=np.float64)[_TRACKING_LANDMARKS]
+    full = np.asarray(landmarks_2d, dtype=np.float64)
+    towards = 0.5 * (0.5 * (full[6] + full[14]) + full[10])
+    angle = rotation_towards(full[0], towards)
+    centre = 0.5 * (points.min(0) + points.max(0))
+    c, s = math.cos(-angle), math.sin(-angle)
+    local = (points - centre) @ np.array([[c, s], [-s, c]])
+    lo, hi = local.min(0), local.max(0)
+    mid = 0.5 * (lo + hi)
+    c2, s2 = math.cos(angle), math.sin(angle)
+    cx = centre[0] + mid[0] * c2 - mid[1] * s2
+    cy = centre[1] + mid[0] * s2 + mid[1] * c2
+    w, h = hi - lo
+    # RectTransformation on the rectangle: shift 0.1 of its height upwards, x2, square on the long side.
+    cx, cy = cx + s2 * 0.1 * h, cy - c2 * 0.1 * h
+    return Region(float(cx), float(cy), 2.0 * float(max(w, h)), angle)
+
+
+def region_box(region: Region, scale: float = 1.0) -> np.ndarray:
+    return Region(region.cx, region.cy, region.size * scale, region.angle).box()
+
+
+def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
+    """One hand: IoU above 0.3, or the smaller box lies mostly (60 %) inside the larger."""
+    if box_iou(a, b) > 0.3:
+        return True
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return smaller > 0 and ix * iy > 0.6 * smaller
+
+
+def merge_hands(hands: List[HandDetection], limit: int) -> List[HandDetection]:
+    """One detection per hand: among overlapping boxes (IoU > 0.3 or mostly contained) the highest presence
+    score wins; at most `limit`, best first."""
+    kept: List[HandDetection] = []
+    for hand in sorted(hands, key=lambda h: -h.score):
+        if not any(_overlaps(hand.box_xyxy, other.box_xyxy) for other in kept):
+            kept.append(hand)
+    return kept[:limit]
+
+
+def combine_sides(p_right: float, wrist_side: str) -> float:
+    """P(right) from the hand model's P(right) and the side of the body's wrist at the hand (log-odds added)."""
+    p = min(max(p_right, 1e-6), 1 - 1e-6)
+    wrist = _BODY_SIDE_CONFIDENCE if wrist_side == 'right' else 1.0 - _BODY_SIDE_CONFIDENCE
+    logit = math.log(p / (1 - p)) + math.log(wrist / (1 - wrist))
+    return 1.0 / (1.0 + math.exp(-logit))
+
+
+def _side_from_wrists(hand: HandDetection, wrists) -> HandDetection:
+    """A hand whose wrist landmark lies next to a body's wrist (within half the hand's size) gets that wrist's
+    side as a second opinion (`combine_sides`)."""
+    if not wrists or hand.landmarks_2d is None:
+        return hand
+    size = max(hand.box_xyxy[2] - hand.box_xyxy[0], hand.box_xyxy[3] - hand.box_xyxy[1])
+    distances = [(float(np.linalg.norm(hand.landmarks_2d[0] - wrist)), side) for side, wrist, _ in wrists]
+    distance, side = min(distances)
+    if distance > 0.5 * size:
+        return hand
+    p_right = combine_sides(hand.side_score if hand.side == 'right' else 1.0 - hand.side_score, side)
+    hand.side = 'right' if p_right >= 0.5 else 'left'
+    hand.side_score = max(p_right, 1.0 - p_right)
+    return hand
