@@ -10,8 +10,11 @@ x of vertices and keypoints negated, rotations ``M R M`` with ``M = diag(-1, 1, 
 before `cam_crop_to_full`, as the official demo does. ``pred_cam`` is kept raw (mirrored frame).
 
 Precision: ``fp32`` (reference; on CUDA with TensorFloat-32 off, SPEC §8), ``bf16``/``fp16`` (CUDA autocast:
-the network in half precision, MANO and the camera in float32), ``int8`` (CPU: dynamic quantisation of the
-transformer Linears, `network.quantize_int8_`).
+the network in half precision, MANO and the camera in float32), ``bf16`` on the CPU (the ViT's and the head
+decoder's Linear weights converted to bfloat16 once at load, `network.to_bfloat16_`; only on CPUs with native
+bf16 — AMX or AVX512_BF16 — elsewhere a warning and fp32), ``int8`` (CPU: dynamic quantisation of the
+transformer Linears, `network.quantize_int8_`). The default stays fp32 everywhere: it matches the official
+model; bf16 and int8 trade millimetres for speed (docs/performance.md).
 
 CUDA: all hands of a call go through the network in one batch; crops are staged in a pinned host buffer that is
 reused between calls (asynchronous upload), and all outputs come back in one device-to-host copy. `compile=True`
@@ -35,7 +38,7 @@ from torch import nn
 from hamer_ros.hamer import checkpoint as ckpt_io
 from hamer_ros.hamer import mano as mano_lib
 from hamer_ros.hamer.camera import cam_crop_to_full, project_points
-from hamer_ros.hamer.network import HamerNetwork, NetworkConfig, init_random_, quantize_int8_
+from hamer_ros.hamer.network import HamerNetwork, NetworkConfig, init_random_, quantize_int8_, to_bfloat16_
 from hamer_ros.hamer.preprocess import IMAGE_MEAN_RGB, IMAGE_SIZE, IMAGE_STD_RGB, make_crops
 from hamer_ros.types import CameraIntrinsics, HandDetection, HandReconstruction
 
@@ -43,6 +46,19 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ('fp32', 'fp16', 'bf16', 'int8')
 AUTOCAST_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}   # CUDA only
+CPU_PRECISIONS = ('fp32', 'bf16', 'int8')
+
+
+def cpu_bf16_problem() -> Optional[str]:
+    """None when this CPU runs bf16 natively (AMX or AVX512_BF16), else why precision 'bf16' falls back to fp32."""
+    from hamer_ros import cpu_info
+
+    model, flags = cpu_info.cpu_description()
+    if cpu_info.native_bf16(flags):
+        return None
+    return (f"precision 'bf16' on the CPU needs native bf16 instructions (AMX or AVX512_BF16), which this CPU "
+            f"({model}) lacks: bf16 would be emulated, slower than fp32. Using fp32; for speed on this CPU use "
+            "precision int8")
 
 
 class HamerCore(nn.Module):
@@ -108,8 +124,8 @@ class HamerModel:
         if precision not in PRECISIONS:
             raise ValueError(f'precision must be one of {sorted(PRECISIONS)}, got {precision!r}')
         self.device = _resolve_device(device)
-        if precision in AUTOCAST_DTYPES and self.device.type != 'cuda':
-            raise ValueError(f'precision {precision!r} is for CUDA devices; on {self.device} use fp32 (or int8)')
+        if precision not in CPU_PRECISIONS and self.device.type != 'cuda':
+            raise ValueError(f'precision {precision!r} is for CUDA devices; on {self.device} use fp32, bf16 or int8')
         if precision == 'int8' and self.device.type != 'cpu':
             raise ValueError(f"precision 'int8' is the CPU's dynamic quantisation; on {self.device} use bf16 or fp16")
         if (tuple(settings.image_mean), tuple(settings.image_std)) != (IMAGE_MEAN_RGB, IMAGE_STD_RGB) \
@@ -125,6 +141,15 @@ class HamerModel:
             # Reference-exact float32: no TensorFloat-32 matmuls/convolutions (SPEC §8).
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
+        if precision == 'bf16' and self.device.type == 'cpu':
+            problem = cpu_bf16_problem()
+            if problem:
+                log.warning('%s', problem)
+                precision = 'fp32'
+            else:
+                released = to_bfloat16_(network)
+                log.info('HaMeR in bf16 on the CPU: ViT and head Linears converted (%.2f GB of fp32 checkpoint '
+                         'pages given back)', released / 1e9)
         if precision == 'int8':
             quantize_int8_(network)
         self.precision = precision
@@ -245,7 +270,8 @@ class HamerModel:
         count = len(crops)
         crops = crops.to(self.device, non_blocking=True)
         intermediates: Optional[Dict[str, torch.Tensor]] = {} if debug else None
-        autocast = AUTOCAST_DTYPES.get(self.precision)
+        # Autocast is the CUDA half-precision path; CPU bf16 has bf16 weights (`Linear` handles the casts).
+        autocast = AUTOCAST_DTYPES.get(self.precision) if self.device.type == 'cuda' else None
         with torch.autocast(self.device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
             if self._compiled_core is not None and not debug:
                 padded = 1 << (count - 1).bit_length()   # a power of two: few distinct shapes to compile/capture

@@ -91,15 +91,27 @@ _ONEDNN_LINEAR = _onednn_linear_available()
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` that runs oneDNN's fp32 kernel on CPU (see the module docstring for why)."""
+    """``nn.Linear`` that runs oneDNN's kernel on CPU (see the module docstring for why).
+
+    With bfloat16 weights (`to_bfloat16_`, CPU precision 'bf16') the input is rounded to bf16 and the result is
+    bf16 (oneDNN accumulates in float32). What consumes it decides the precision downstream: attention and GELU
+    run on the bf16 values, while the residual additions ``x + f(x)`` promote to float32, so the residual stream,
+    the LayerNorms and everything the head's read-outs see stay float32.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (_ONEDNN_LINEAR and x.device.type == 'cpu' and x.dtype == torch.float32
-                and self.weight.dtype == torch.float32 and not torch.is_grad_enabled()
-                and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
-                and not torch.onnx.is_in_onnx_export()):
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, 'none', [], '')
-        return F.linear(x, self.weight, self.bias)
+        if self.weight.dtype == torch.bfloat16:
+            x = x.to(torch.bfloat16)
+        return _linear(x, self.weight, self.bias)
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    if (_ONEDNN_LINEAR and x.device.type == 'cpu' and x.dtype in (torch.float32, torch.bfloat16)
+            and weight.dtype == x.dtype and (bias is None or bias.dtype == x.dtype)
+            and not torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+            and not torch.onnx.is_in_onnx_export()):
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], '')
+    return F.linear(x, weight, bias)
 
 
 # ------------------------------------------------------------------------------------------------ backbone
@@ -341,6 +353,46 @@ def init_random_(network: HamerNetwork, seed: int) -> HamerNetwork:
             else:
                 tensor.copy_(0.02 * noise)
     return network
+
+
+# ------------------------------------------------------------------------------------------------ bf16 (CPU)
+
+def bf16_linears(network: HamerNetwork) -> Dict[str, Linear]:
+    """The Linears `to_bfloat16_` converts: all of the ViT blocks (qkv, proj, fc1, fc2) and of the head's
+    decoder layers (attention and feed-forward): 99.8 % of the FLOPs. Left in float32: the patch embedding
+    (a 16x16 convolution, 0.2 % of the FLOPs), the head's token embedding and its pose/shape/camera read-outs,
+    whose outputs feed MANO and the camera directly."""
+    return {name: module for root, prefix in ((network.backbone.blocks, 'backbone.blocks'),
+                                              (network.mano_head.transformer.transformer,
+                                               'mano_head.transformer.transformer'))
+            for name, module in ((f'{prefix}.{n}', m) for n, m in root.named_modules()) if isinstance(module, Linear)}
+
+
+def to_bfloat16_(network: HamerNetwork, names=None) -> int:
+    """Converts the weights of `bf16_linears` (or of the Linears named in `names`) to bfloat16, once, in place;
+    returns how many bytes of memory-mapped fp32 checkpoint pages were given back to the system.
+
+    Each fp32 weight is converted and its checkpoint pages are dropped from the process right away
+    (`mapped_memory.release_file_pages`), so the process never holds the fp32 and the bf16 copy of the ViT.
+    Biases become bf16 too (oneDNN adds them in its float32 accumulator). CPU precision 'bf16'
+    (``hamer_ros.hamer.model``); meant for CPUs with native bf16 (``hamer_ros.cpu_info.native_bf16``).
+    """
+    from hamer_ros.hamer.mapped_memory import release_file_pages
+
+    linears = bf16_linears(network)
+    if names is not None:
+        modules = dict(network.named_modules())
+        linears = {name: modules[name] for name in names}
+    released = 0
+    with torch.no_grad():
+        for linear in linears.values():
+            fp32 = [linear.weight] + ([linear.bias] if linear.bias is not None else [])
+            linear.weight = nn.Parameter(linear.weight.detach().to(torch.bfloat16), requires_grad=False)
+            if linear.bias is not None:
+                linear.bias = nn.Parameter(linear.bias.detach().to(torch.bfloat16), requires_grad=False)
+            released += release_file_pages(fp32)
+            del fp32
+    return released
 
 
 # ------------------------------------------------------------------------------------------------ int8 (CPU)
