@@ -139,9 +139,12 @@ def test_bf16_full_model_on_the_public_fixture_stays_close_to_fp32_and_gives_bac
     bf16 = HamerModel.load(fixture_data_dir, device='cpu', precision='bf16').forward_crops(public_case['img'])
     vertices = np.abs(bf16['pred_vertices'] - fp32['pred_vertices']).max()
     rotations = max(np.abs(bf16[k] - fp32[k]).max() for k in ('global_orient', 'hand_pose'))
-    assert 1e-6 < vertices < 3e-3          # observed: 1.7 mm
-    assert rotations < 2e-2                # observed: 0.0092
-    np.testing.assert_allclose(bf16['pred_cam_t'], fp32['pred_cam_t'], rtol=1e-2)
+    crop_pixels = np.abs(bf16['pred_keypoints_2d'] - fp32['pred_keypoints_2d']).max() * 256
+    print(f'bf16 vs fp32: vertices {vertices:.3g} m, rotations {rotations:.3g}, 2D {crop_pixels:.3g} px')
+    # Stated tolerance: 3 mm, 0.02 per rotation entry, 1 px in the 256-px crop, 1 % depth.
+    assert 1e-6 < vertices < 3e-3
+    assert rotations < 2e-2 and crop_pixels < 1.0
+    np.testing.assert_allclose(bf16['pred_cam_t'][:, 2], fp32['pred_cam_t'][:, 2], rtol=1e-2)
 
 
 def test_released_pages_of_a_mapped_file_leave_the_process_and_read_back_unchanged(tmp_path):

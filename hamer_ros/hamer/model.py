@@ -49,6 +49,30 @@ AUTOCAST_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}   # CUDA only
 CPU_PRECISIONS = ('fp32', 'bf16', 'int8')
 
 
+# int8: which ViT Linears stay out of int8 (label -> kinds kept), from the per-layer study in docs/performance.md;
+# they run in bf16 where the CPU has it natively, else in fp32. INT8_PLAN is the one precision 'int8' uses.
+INT8_PLANS = {
+    'fc2 kept': ('fc2',),
+    'proj + fc2 kept': ('proj', 'fc2'),
+    'qkv + fc2 kept': ('qkv', 'fc2'),
+}
+INT8_PLAN = 'fc2 kept'
+
+
+def int8_plan(network, all_plans: bool = False):
+    """(Linears to quantise, Linears to put in bf16) of `INT8_PLAN` — or of every plan, by label, with `all_plans`.
+    Without native bf16 the kept Linears stay float32."""
+    from hamer_ros import cpu_info
+    from hamer_ros.hamer.network import int8_linears
+
+    native = cpu_info.native_bf16() is not None
+    plans = {}
+    for label, kept in INT8_PLANS.items():
+        kept_names = list(int8_linears(network, kept))
+        plans[label] = ([n for n in int8_linears(network) if n not in kept_names], kept_names if native else [])
+    return plans if all_plans else plans[INT8_PLAN]
+
+
 def cpu_bf16_problem() -> Optional[str]:
     """None when this CPU runs bf16 natively (AMX or AVX512_BF16), else why precision 'bf16' falls back to fp32."""
     from hamer_ros import cpu_info

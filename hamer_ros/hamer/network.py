@@ -408,21 +408,40 @@ class _DynamicInt8Linear(torch.ao.nn.quantized.dynamic.Linear):
         return super().from_float(plain)
 
 
-def quantize_int8_(network: HamerNetwork) -> HamerNetwork:
-    """Dynamic int8 quantisation of the ViT blocks' Linears (qkv, proj, fc1, fc2: ~99 % of the FLOPs), in place.
+def int8_linears(network: HamerNetwork, kinds=('qkv', 'proj', 'fc1', 'fc2')) -> Dict[str, Linear]:
+    """The ViT blocks' Linears of the given kinds (attention qkv/proj, MLP fc1/fc2), by state-dict name."""
+    return {f'backbone.blocks.{name}': module for name, module in network.backbone.blocks.named_modules()
+            if isinstance(module, Linear) and name.rsplit('.', 1)[-1] in kinds}
+
+
+def quantize_int8_(network: HamerNetwork, names=None, bf16_names=()) -> HamerNetwork:
+    """Dynamic int8 quantisation of the Linears named in `names` (default: every ViT block Linear, `int8_linears`),
+    in place; the Linears in `bf16_names` get bf16 weights instead (`to_bfloat16_`).
 
     Weights become int8 per output channel, activations are quantised per call (per tensor) and the matmuls run
-    on the quantized engine's int8 (VNNI) kernels: ~3.5x faster than fp32 per Linear on this CPU, a quarter of
-    the weight memory. Everything else stays float32: the patch embedding, and the MANO head, which is cheap and
-    whose quantisation doubled the deviation from fp32 on the fixture (measured: vertices 9.3 vs 5.9 mm).
-    CPU only. Speed and deviation on the fixture: benchmarks/bench_hamer.py --precisions fp32 int8.
+    on the quantized engine's int8 (VNNI) kernels, at a quarter of the fp32 weight memory. Everything else stays
+    float32: the patch embedding, and the MANO head, which is cheap and whose quantisation doubled the deviation
+    from fp32 on the fixture (measured: vertices 9.3 vs 5.9 mm). The fp32 checkpoint pages of every converted
+    weight are given back (`mapped_memory`). Which layers the CPU precision 'int8' quantises and which it keeps in
+    bf16 comes from the per-layer study in docs/performance.md (``hamer_ros.hamer.model.INT8_PLAN``).
+    CPU only. Speed and deviation: benchmarks/bench_hamer.py; the study: benchmarks/study_int8.py.
     """
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    from torch.ao.quantization import per_channel_dynamic_qconfig
 
+    from hamer_ros.hamer.mapped_memory import release_file_pages
+
+    modules = dict(network.named_modules())
+    names = list(int8_linears(network)) if names is None else list(names)
     with warnings.catch_warnings():
         # torch.ao.quantization announces its move to torchao; the eager API is what this torch version has.
         warnings.filterwarnings('ignore', category=DeprecationWarning)
         warnings.filterwarnings('ignore', message='.*quantize_per_(tensor|channel).*deprecated')
-        quantize_dynamic(network.backbone.blocks, {Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8,
-                         mapping={Linear: _DynamicInt8Linear}, inplace=True)
+        for name in names:
+            linear = modules[name]
+            linear.qconfig = per_channel_dynamic_qconfig
+            parent_name, _, child = name.rpartition('.')
+            setattr(modules[parent_name], child, _DynamicInt8Linear.from_float(linear))
+            release_file_pages([linear.weight])
+    if bf16_names:
+        to_bfloat16_(network, bf16_names)
     return network
