@@ -32,27 +32,43 @@ def crops(image):
 
 # ------------------------------------------------------------------------------------------------ int8
 
-def test_int8_quantises_the_vit_linears_and_stays_close_to_fp32(image):
+def _deviation(a, b):
+    """Max |difference| of one hand's vertices (m), rotation entries, depth (relative) and 2D keypoints (px)."""
+    return {'vertices': np.abs(a.vertices - b.vertices).max(),
+            'rotations': max(np.abs(a.global_orient - b.global_orient).max(), np.abs(a.hand_pose - b.hand_pose).max()),
+            'depth': abs(a.cam_t[2] - b.cam_t[2]) / a.cam_t[2],
+            'pixels': np.abs(a.keypoints_2d - b.keypoints_2d).max()}
+
+
+@pytest.mark.parametrize('native', ['AMX-BF16', None])
+def test_int8_quantises_the_planned_vit_linears_and_stays_close_to_fp32(image, native, monkeypatch):
+    monkeypatch.setattr('hamer_ros.cpu_info.native_bf16', lambda flags=None: native)
     fp32 = HamerModel.small_random(seed=5)
     int8 = HamerModel.small_random(seed=5, precision='int8')
-    quantised = [name for name, module in int8.core.named_modules()
-                 if isinstance(module, torch.ao.nn.quantized.dynamic.Linear)]
-    # 4 Linears (qkv, proj, fc1, fc2) in each of the 2 ViT blocks of the small config; the head stays float.
-    assert len(quantised) == 8 and all(name.startswith('network.backbone.blocks.') for name in quantised)
+    quantised = {name for name, module in int8.core.named_modules()
+                 if isinstance(module, torch.ao.nn.quantized.dynamic.Linear)}
+    in_bf16 = {name.rsplit('.', 1)[0] for name, p in int8.core.named_parameters() if p.dtype == torch.bfloat16}
+    if native:
+        # INT8_PLAN: fc1 + fc2 of the second half of the blocks (block 1 of the small config's 2) in int8, the
+        # other ViT Linears in bf16.
+        assert quantised == {'network.backbone.blocks.1.mlp.fc1', 'network.backbone.blocks.1.mlp.fc2'}
+        assert in_bf16 == {f'network.backbone.blocks.{b}.{layer}' for b in (0, 1)
+                           for layer in ('attn.qkv', 'attn.proj', 'mlp.fc1', 'mlp.fc2')} - quantised
+    else:
+        # Without native bf16: every ViT Linear (qkv, proj, fc1, fc2 of the 2 blocks) in int8, nothing in bf16.
+        assert len(quantised) == 8 and all(name.startswith('network.backbone.blocks.') for name in quantised)
+        assert not in_bf16
     assert int8.core.network.mano_head.decpose.weight.dtype == torch.float32
     assert 'int8' in int8.describe()
 
     for a, b in zip(fp32.predict(image, DETECTIONS), int8.predict(image, DETECTIONS)):
-        vertex_error = np.abs(a.vertices - b.vertices).max()
-        rotation_error = max(np.abs(a.global_orient - b.global_orient).max(), np.abs(a.hand_pose - b.hand_pose).max())
+        error = _deviation(a, b)
         # Quantised, so not identical ...
-        assert vertex_error > 1e-6
+        assert error['vertices'] > 1e-6
         # ... but within the stated tolerance: 3 mm, 0.02 per rotation-matrix entry, 2 % depth, 3 px (observed
-        # over seeds 0-5: at most 0.9 mm, 0.0063, 1.1 %, 1.0 px).
-        assert vertex_error < 3e-3
-        assert rotation_error < 2e-2
-        np.testing.assert_allclose(b.cam_t, a.cam_t, rtol=2e-2)
-        assert np.abs(a.keypoints_2d - b.keypoints_2d).max() < 3.0
+        # over seeds 0-5 with every Linear quantised: at most 0.9 mm, 0.0063, 1.1 %, 1.0 px).
+        assert error['vertices'] < 3e-3 and error['rotations'] < 2e-2
+        assert error['depth'] < 2e-2 and error['pixels'] < 3.0
 
 
 def test_int8_is_for_the_cpu_only():
@@ -64,14 +80,6 @@ def test_int8_is_for_the_cpu_only():
 
 
 # ------------------------------------------------------------------------------------------------ bf16 (CPU)
-
-def _deviation(a, b):
-    """Max |difference| of one hand's vertices (m), rotation entries, depth (relative) and 2D keypoints (px)."""
-    return {'vertices': np.abs(a.vertices - b.vertices).max(),
-            'rotations': max(np.abs(a.global_orient - b.global_orient).max(), np.abs(a.hand_pose - b.hand_pose).max()),
-            'depth': abs(a.cam_t[2] - b.cam_t[2]) / a.cam_t[2],
-            'pixels': np.abs(a.keypoints_2d - b.keypoints_2d).max()}
-
 
 @pytest.fixture
 def native_bf16(monkeypatch):

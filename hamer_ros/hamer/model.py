@@ -49,27 +49,34 @@ AUTOCAST_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}   # CUDA only
 CPU_PRECISIONS = ('fp32', 'bf16', 'int8')
 
 
-# int8: which ViT Linears stay out of int8 (label -> kinds kept), from the per-layer study in docs/performance.md;
-# they run in bf16 where the CPU has it natively, else in fp32. INT8_PLAN is the one precision 'int8' uses.
-INT8_PLANS = {
-    'fc2 kept': ('fc2',),
-    'proj + fc2 kept': ('proj', 'fc2'),
-    'qkv + fc2 kept': ('qkv', 'fc2'),
+# int8: which ViT Linears are quantised; the other ViT Linears run in bf16 where the CPU has it natively (else
+# every ViT Linear is quantised, see int8_plan). From the per-layer study in docs/performance.md (benchmarks/study_int8.py):
+# the deviation grows with every quantised layer (roughly in quadrature), most from qkv and proj and from the early
+# blocks, whose errors the later blocks amplify. INT8_PLAN is the one precision 'int8' uses.
+INT8_PLANS = {   # label -> (kinds, first quantised block as a fraction of the depth; ViT-H: 32 blocks)
+    'fc1 + fc2, all blocks': (('fc1', 'fc2'), 0.0),
+    'fc2, all blocks': (('fc2',), 0.0),
+    'fc1 + fc2, blocks 8-31': (('fc1', 'fc2'), 0.25),
+    'fc1 + fc2, blocks 16-31': (('fc1', 'fc2'), 0.5),
+    'all four, blocks 16-31': (('qkv', 'proj', 'fc1', 'fc2'), 0.5),
 }
-INT8_PLAN = 'fc2 kept'
+INT8_PLAN = 'fc1 + fc2, blocks 16-31'
 
 
 def int8_plan(network, all_plans: bool = False):
     """(Linears to quantise, Linears to put in bf16) of `INT8_PLAN` — or of every plan, by label, with `all_plans`.
-    Without native bf16 the kept Linears stay float32."""
+    Without native bf16 the layers kept out of int8 would stay float32 and int8 would gain little speed, so there
+    every ViT Linear is quantised (the larger deviation of the study's first row)."""
     from hamer_ros import cpu_info
     from hamer_ros.hamer.network import int8_linears
 
     native = cpu_info.native_bf16() is not None
+    depth = len(network.backbone.blocks)
     plans = {}
-    for label, kept in INT8_PLANS.items():
-        kept_names = list(int8_linears(network, kept))
-        plans[label] = ([n for n in int8_linears(network) if n not in kept_names], kept_names if native else [])
+    for label, (kinds, start) in INT8_PLANS.items():
+        quantised = [n for n in int8_linears(network, kinds) if int(n.split('.')[2]) >= round(start * depth)]
+        kept = [n for n in int8_linears(network) if n not in quantised]
+        plans[label] = (quantised, kept) if native else (list(int8_linears(network)), [])
     return plans if all_plans else plans[INT8_PLAN]
 
 
@@ -175,7 +182,7 @@ class HamerModel:
                 log.info('HaMeR in bf16 on the CPU: ViT and head Linears converted (%.2f GB of fp32 checkpoint '
                          'pages given back)', released / 1e9)
         if precision == 'int8':
-            quantize_int8_(network)
+            quantize_int8_(network, *int8_plan(network))
         self.precision = precision
         self.settings = settings
         self.mano = mano

@@ -399,13 +399,24 @@ def to_bfloat16_(network: HamerNetwork, names=None) -> int:
 
 class _DynamicInt8Linear(torch.ao.nn.quantized.dynamic.Linear):
     """PyTorch's dynamically quantised Linear, also built from our `Linear` (``from_float`` accepts only the
-    exact ``nn.Linear`` class). The float weight is shared, not copied, on the way to the int8 copy."""
+    exact ``nn.Linear`` class). The float weight is shared, not copied, on the way to the int8 copy.
+
+    Activations get the full 8 bits where the CPU has VNNI (`reduce_range` False). PyTorch's module always
+    quantises them to 7 bits ("reduce_range"): the pre-VNNI AVX2 instruction (vpmaddubsw) adds two u8 x s8
+    products in a saturating int16, which full-range inputs can overflow; VNNI's vpdpbusd accumulates in int32
+    and cannot. On the seed-1 fixture the 8th bit cuts int8's deviation from fp32 (docs/performance.md)."""
+
+    reduce_range = True
 
     @classmethod
     def from_float(cls, mod, use_precomputed_fake_quant=False):
         plain = nn.Linear(mod.in_features, mod.out_features, bias=mod.bias is not None, device='meta')
         plain.weight, plain.bias, plain.qconfig = mod.weight, mod.bias, mod.qconfig
         return super().from_float(plain)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params,
+                                                  reduce_range=self.reduce_range).to(x.dtype)
 
 
 def int8_linears(network: HamerNetwork, kinds=('qkv', 'proj', 'fc1', 'fc2')) -> Dict[str, Linear]:
@@ -414,7 +425,8 @@ def int8_linears(network: HamerNetwork, kinds=('qkv', 'proj', 'fc1', 'fc2')) -> 
             if isinstance(module, Linear) and name.rsplit('.', 1)[-1] in kinds}
 
 
-def quantize_int8_(network: HamerNetwork, names=None, bf16_names=()) -> HamerNetwork:
+def quantize_int8_(network: HamerNetwork, names=None, bf16_names=(), full_range: Optional[bool] = None
+                   ) -> HamerNetwork:
     """Dynamic int8 quantisation of the Linears named in `names` (default: every ViT block Linear, `int8_linears`),
     in place; the Linears in `bf16_names` get bf16 weights instead (`to_bfloat16_`).
 
@@ -424,12 +436,17 @@ def quantize_int8_(network: HamerNetwork, names=None, bf16_names=()) -> HamerNet
     from fp32 on the fixture (measured: vertices 9.3 vs 5.9 mm). The fp32 checkpoint pages of every converted
     weight are given back (`mapped_memory`). Which layers the CPU precision 'int8' quantises and which it keeps in
     bf16 comes from the per-layer study in docs/performance.md (``hamer_ros.hamer.model.INT8_PLAN``).
+    `full_range`: 8-bit activations (default: where the CPU has VNNI, see `_DynamicInt8Linear`), else 7-bit.
     CPU only. Speed and deviation: benchmarks/bench_hamer.py; the study: benchmarks/study_int8.py.
     """
     from torch.ao.quantization import per_channel_dynamic_qconfig
 
     from hamer_ros.hamer.mapped_memory import release_file_pages
 
+    from hamer_ros import cpu_info
+
+    if full_range is None:
+        full_range = bool({'avx512_vnni', 'avx_vnni'} & cpu_info.cpu_description()[1])
     modules = dict(network.named_modules())
     names = list(int8_linears(network)) if names is None else list(names)
     with warnings.catch_warnings():
@@ -440,7 +457,9 @@ def quantize_int8_(network: HamerNetwork, names=None, bf16_names=()) -> HamerNet
             linear = modules[name]
             linear.qconfig = per_channel_dynamic_qconfig
             parent_name, _, child = name.rpartition('.')
-            setattr(modules[parent_name], child, _DynamicInt8Linear.from_float(linear))
+            quantized = _DynamicInt8Linear.from_float(linear)
+            quantized.reduce_range = not full_range
+            setattr(modules[parent_name], child, quantized)
             release_file_pages([linear.weight])
     if bf16_names:
         to_bfloat16_(network, bf16_names)
