@@ -415,8 +415,9 @@ class _DynamicInt8Linear(torch.ao.nn.quantized.dynamic.Linear):
         return super().from_float(plain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params,
-                                                  reduce_range=self.reduce_range).to(x.dtype)
+        # float32 in and out, also after a bf16 Linear (int8 mixed with bf16, `quantize_int8_`).
+        return torch.ops.quantized.linear_dynamic(x.float(), self._packed_params._packed_params,
+                                                  reduce_range=self.reduce_range)
 
 
 def int8_linears(network: HamerNetwork, kinds=('qkv', 'proj', 'fc1', 'fc2')) -> Dict[str, Linear]:
