@@ -15,7 +15,8 @@ weights (same shapes, same cost).
 - Forward latency: `HamerModel.forward_crops` (network + MANO + crop camera) on random crops. All precisions
   are loaded at once and timed in interleaved rounds (each round: every precision, every batch size), so a
   change in machine load hits all of them alike. One warm-up each, then --repeats rounds; median and min-max
-  per crop. FLOPs are counted analytically (`NetworkConfig.flops_per_crop`); bf16/int8 rows count the same
+  per crop of wall time, and the median process CPU time per crop (all threads; it does not grow while other
+  jobs hold the cores, so its ratio is the steadier one on a loaded machine). FLOPs are counted analytically (`NetworkConfig.flops_per_crop`); bf16/int8 rows count the same
   FLOPs (fp32-equivalent).
 - Deviation from our fp32, on the same crops (benchmarks/precision_cases.py): the public fixture crop and
   real-photo hand crops; max |difference| of vertices, 3D keypoints, rotation-matrix entries, 2D keypoints (px
@@ -23,7 +24,7 @@ weights (same shapes, same cost).
   fixture crop (public_crop_case.npz; seed-1 weights only).
 - Load and memory: each precision once more in --children fresh processes: HamerModel.load (memory-mapped
   checkpoint, plus the bf16 conversion / int8 quantisation), the first forward (pages the weights in) and the
-  peak RSS (ru_maxrss) of load + one batch-1 forward.
+  peak RSS (VmHWM) of load + one batch-1 forward.
 
 CPU precisions: fp32 (exact), bf16 (needs AMX or AVX512_BF16; elsewhere HamerModel falls back to fp32 and
 this prints so), int8. --device cuda: fp32 (TF32 off), bf16, fp16 autocast; --compile adds torch.compile. The
@@ -73,6 +74,19 @@ def matmul_gflops(dtype, device: str, size: int = 2048, repeats: int = 5) -> flo
     return 2 * size ** 3 / best / 1e9
 
 
+def peak_rss_gb() -> float:
+    """This process's peak resident memory: VmHWM, which belongs to the process's own address space. (ru_maxrss
+    would do, except that Linux carries it over exec from the forking parent: a child started by a benchmark that
+    holds 5 GB would report at least 5 GB.)"""
+    try:
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) / 1024 ** 2
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+
+
 def child(args) -> None:
     """Load + one forward in a fresh process; prints a JSON line."""
     start = time.perf_counter()
@@ -88,7 +102,7 @@ def child(args) -> None:
     model.forward_crops(np.random.default_rng(0).normal(size=(1, 3, 256, 256)).astype(np.float32))
     done = time.perf_counter()
     print(json.dumps({'import_s': imported - start, 'load_s': loaded - imported, 'first_forward_s': done - loaded,
-                      'maxrss_gb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2,
+                      'maxrss_gb': peak_rss_gb(),
                       'threads': torch.get_num_threads(), 'precision': model.precision}))
 
 
@@ -187,12 +201,14 @@ def main() -> int:
             for _ in range(3 if args.compile else 1):
                 model.forward_crops(inputs[batch])
     times = {(p, b): [] for p in precisions for b in args.batches}
+    cpu_times = {(p, b): [] for p in precisions for b in args.batches}
     for _ in range(args.repeats):
         for precision, model in models.items():
             for batch in args.batches:
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 model.forward_crops(inputs[batch])
                 times[(precision, batch)].append((time.perf_counter() - start) / batch)
+                cpu_times[(precision, batch)].append((time.process_time() - start_cpu) / batch)
     load_after = os.getloadavg()
 
     rows = []
@@ -201,14 +217,18 @@ def main() -> int:
         ran_as = models[precision].precision
         label = precision if ran_as == precision else f'{precision} (ran as {ran_as})'
         yardstick = throughput.get('fp32')
+        cpu_median = statistics.median(cpu_times[(precision, batch)])
         rows.append((label, batch, f'{median * 1e3:.1f}', f'{min(per_crop) * 1e3:.1f}-{max(per_crop) * 1e3:.1f}',
                      f'{statistics.median(times[("fp32", batch)]) / median:.2f}x',
                      f'{min(times[("fp32", batch)]) / min(per_crop):.2f}x',
+                     f'{cpu_median * 1e3:.0f}', f'{statistics.median(cpu_times[("fp32", batch)]) / cpu_median:.2f}x',
                      f'{flops / median / 1e9:.0f}', f'{100 * flops / median / 1e9 / yardstick:.0f} %'))
     print(f'\nforward on {device}, {flops / 1e9:.1f} GFLOP per crop, {torch.get_num_threads()} threads, '
           f'{args.repeats} interleaved rounds{", torch.compile" if args.compile else ""}')
     print_table(('precision', 'batch', 'median ms/crop', 'min-max', 'vs fp32 (median)', 'vs fp32 (best)',
-                 'GFLOP/s', '% of fp32 matmul'), rows)
+                 'CPU ms/crop', 'vs fp32 (CPU time)', 'GFLOP/s', '% of fp32 matmul'), rows)
+    print('  CPU ms: process CPU time (all threads) per crop, median: unlike wall time it does not grow while other '
+          'jobs hold the cores, so on a loaded machine its ratio is the steadier one')
     print(f'load average (1/5/15 min) during: before {load_before[0]:.2f}, after {load_after[0]:.2f} / '
           f'{load_after[1]:.2f} / {load_after[2]:.2f} on {os.cpu_count()} cores')
 
