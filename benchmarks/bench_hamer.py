@@ -16,8 +16,8 @@ weights (same shapes, same cost).
   are loaded at once and timed in interleaved rounds (each round: every precision, every batch size), so a
   change in machine load hits all of them alike. One warm-up each, then --repeats rounds; median and min-max
   per crop of wall time, and the median process CPU time per crop (all threads; it does not grow while other
-  jobs hold the cores, so its ratio is the steadier one on a loaded machine). FLOPs are counted analytically (`NetworkConfig.flops_per_crop`); bf16/int8 rows count the same
-  FLOPs (fp32-equivalent).
+  jobs hold the cores, so its ratio is the steadier one on a loaded machine). FLOPs are counted analytically
+  (`NetworkConfig.flops_per_crop`); bf16/int8 rows count the same FLOPs (fp32-equivalent).
 - Deviation from our fp32, on the same crops (benchmarks/precision_cases.py): the public fixture crop and
   real-photo hand crops; max |difference| of vertices, 3D keypoints, rotation-matrix entries, 2D keypoints (px
   of the 256-px crop) and relative depth. fp32 is also compared with the official code's outputs for the

@@ -2,8 +2,8 @@
 
 bf16 matmuls are fast only where the CPU executes them natively: AMX tiles (``amx_bf16``, Intel Xeon since
 Sapphire Rapids) or the AVX-512 BF16 dot-product instructions (``avx512_bf16``: e.g. AMD Zen 4/5, Intel Cooper
-Lake). Elsewhere oneDNN emulates them with fp32 arithmetic plus conversions, slower than plain fp32, so
-`precision='bf16'` on such a CPU falls back to fp32 (``hamer_ros.hamer.model``).
+Lake). Elsewhere oneDNN emulates them with fp32 arithmetic plus conversions: the rounding error without the
+speed, so `precision='bf16'` on such a CPU falls back to fp32 (``hamer_ros.hamer.model``).
 """
 from __future__ import annotations
 

@@ -50,8 +50,8 @@ CPU_PRECISIONS = ('fp32', 'bf16', 'int8')
 
 
 # int8: which ViT Linears are quantised; the other ViT Linears run in bf16 where the CPU has it natively (else
-# every ViT Linear is quantised, see int8_plan). From the per-layer study in docs/performance.md (benchmarks/study_int8.py):
-# the deviation grows with every quantised layer (roughly in quadrature), most from qkv and proj and from the early
+# every ViT Linear is quantised, see int8_plan). From the per-layer study in docs/performance.md
+# (benchmarks/study_int8.py): the deviation grows with every quantised layer (roughly in quadrature), most from qkv and proj and from the early
 # blocks, whose errors the later blocks amplify. INT8_PLAN, the one precision 'int8' uses, quantises the most
 # layers (half of the ViT's FLOPs) that kept the study's deviation under 2 mm.
 INT8_PLANS = {   # label -> (kinds, first quantised block as a fraction of the depth; ViT-H: 32 blocks)
@@ -89,7 +89,7 @@ def cpu_bf16_problem() -> Optional[str]:
     if cpu_info.native_bf16(flags):
         return None
     return (f"precision 'bf16' on the CPU needs native bf16 instructions (AMX or AVX512_BF16), which this CPU "
-            f"({model}) lacks: bf16 would be emulated, slower than fp32. Using fp32; for speed on this CPU use "
+            f"({model}) lacks: bf16 would be emulated, its error without its speed. Using fp32; for speed on this CPU use "
             "precision int8")
 
 
