@@ -1,5 +1,6 @@
-"""HamerModel's run-time paths beyond plain fp32: int8 dynamic quantisation on the CPU, out-of-memory handling
-(smaller batches, then the CPU), and torch.compile. The GPU itself is simulated where needed (no GPU here):
+"""HamerModel's run-time paths beyond plain fp32: int8 dynamic quantisation and bf16 weights on the CPU (with the
+release of the memory-mapped fp32 pages), out-of-memory handling (smaller batches, then the CPU), and
+torch.compile. The GPU itself is simulated where needed (no GPU here):
 the fake raises the same `torch.OutOfMemoryError` the CUDA allocator raises."""
 import logging
 
