@@ -144,7 +144,8 @@ def main() -> int:
     mano_inputs = [torch.from_numpy(raw[name]).to(model.device) for name in ('global_orient', 'hand_pose', 'betas')]
     clock = iter(range(2, 10 ** 9))
 
-    autocast = AUTOCAST_DTYPES.get(args.precision)   # as HamerModel runs the network
+    # as HamerModel runs the network: autocast on CUDA only (CPU bf16 has bf16 weights instead)
+    autocast = AUTOCAST_DTYPES.get(args.precision) if model.device.type == 'cuda' else None
     synchronize = torch.cuda.synchronize if model.device.type == 'cuda' else (lambda: None)
 
     def network():

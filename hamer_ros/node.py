@@ -40,7 +40,8 @@ from visualization_msgs.msg import MarkerArray
 from hamer_ros import bag_io, paths, stamp_order
 from hamer_ros.camera_info import INVALID_K, SIZE_MISMATCH, camera_info_intrinsics, ignored_distortion
 from hamer_ros.detection.hand_detector import CONFIDENCE_RANGES
-from hamer_ros.hamer.model import AUTOCAST_DTYPES, PERSPECTIVE_CORRECTIONS, PRECISIONS, HamerModel
+from hamer_ros.hamer.model import (CPU_PRECISIONS, PERSPECTIVE_CORRECTIONS, PRECISIONS, HamerModel,
+                                    cpu_bf16_problem)
 from hamer_ros.image_conversion import (DEFAULT_MAX_PIXELS, ImageRefused, bgr_to_image_msg, compressed_msg_to_bgr,
                                         image_msg_to_bgr)
 from hamer_ros.log_throttle import WarningThrottle
@@ -88,9 +89,10 @@ PARAMETERS: List[Tuple[str, Any, bool, str, dict]] = [
     ('data_dir', '', True, 'HaMeR data folder (layout of the official _DATA: hamer_ckpts/, data/mano/); empty: '
      '$HAMER_ROS_DATA_DIR, else ~/.local/share/hamer_ros/_DATA', {}),
     ('device', 'auto', True, 'compute device for HaMeR: auto (cuda when available), cpu or cuda', {}),
-    ('precision', 'fp32', True, 'HaMeR precision: fp32 (matches the official model); fp16/bf16: autocast, CUDA '
-     'only; int8: CPU only, dynamic quantisation, ~2.4x faster than fp32 but not exact (vertices move by a few mm; '
-     'opt-in). A precision the device cannot run is logged as an error and fp32 is used', {}),
+    ('precision', 'fp32', True, 'HaMeR precision: fp32 (matches the official model); fp16: CUDA autocast; bf16: '
+     'CUDA autocast, or on CPUs with AMX/AVX512_BF16 the network weights in bf16 (faster, not exact: vertices '
+     'move by about a millimetre); int8: CPU only, dynamic quantisation (faster, not exact; opt-in). A precision '
+     'the device cannot run is logged as an error and fp32 is used', {}),
     ('threads', 0, True, 'CPU threads for PyTorch; 0: its default', _int_range(0, 256)),
     ('allow_cpu_fallback', True, True, 'when CUDA runs out of memory even for one hand (after smaller batches), '
      'move HaMeR to the CPU (fp32, much slower) and go on; false: those frames fail with an error', {}),
@@ -205,17 +207,22 @@ def _check_value(name: str, value) -> Optional[str]:
 def usable_precision(precision: str, device: str, cuda_available: bool) -> Tuple[str, Optional[str]]:
     """The precision HaMeR can run with for the `device` parameter, and why `precision` was replaced (else None).
 
-    HamerModel refuses a precision its device cannot run (int8 is PyTorch's CPU dynamic quantisation, fp16/bf16
-    are CUDA autocast); the node uses fp32 instead, so a mismatch costs speed, not the meshes."""
+    HamerModel refuses a precision its device cannot run (int8 is PyTorch's CPU dynamic quantisation, fp16 is
+    CUDA autocast, bf16 on the CPU needs native bf16 instructions); the node uses fp32 instead, so a mismatch
+    costs speed, not the meshes."""
     on_cuda = device == 'cuda' or (device == 'auto' and cuda_available)
     if precision == 'int8' and on_cuda:
         where = 'device is cuda' if device == 'cuda' else 'device auto chose CUDA'
         return 'fp32', (f'precision int8 runs on the CPU only (dynamic quantisation) but {where}: using fp32. '
                         'Set device: cpu for int8, or precision fp16/bf16 for speed on CUDA')
-    if precision in AUTOCAST_DTYPES and not on_cuda:
+    if precision not in CPU_PRECISIONS and not on_cuda:
         return 'fp32', (f'precision {precision} needs CUDA but HaMeR runs on the CPU (device {device}'
-                        f'{", no CUDA available" if device == "auto" else ""}): using fp32. On the CPU, int8 is '
-                        'the faster (inexact) choice')
+                        f'{", no CUDA available" if device == "auto" else ""}): using fp32. On the CPU, bf16 '
+                        '(CPUs with AMX or AVX512_BF16) and int8 are the faster (inexact) choices')
+    if precision == 'bf16' and not on_cuda:
+        problem = cpu_bf16_problem()
+        if problem:
+            return 'fp32', problem
     return precision, None
 
 

@@ -127,3 +127,26 @@ def test_predict_int8_stays_within_tolerance_of_fp32(small_data_dir, image_file,
     distance = np.linalg.norm(fp32['cam_t'], axis=1)
     assert (np.linalg.norm(int8['cam_t'] - fp32['cam_t'], axis=1) < 2e-2 * distance).all()
     assert np.abs(int8['keypoints_2d'] - fp32['keypoints_2d']).max() < 3.0
+
+
+def test_predict_bf16_on_the_cpu_runs_bf16_where_the_cpu_has_it_else_says_so_and_runs_fp32(
+        small_data_dir, image_file, tmp_path):
+    """`--precision bf16 --device cpu`: bf16 weights on CPUs with AMX/AVX512_BF16 (close to fp32, not equal);
+    elsewhere the warning and exactly fp32's result. Which branch runs depends on this machine's CPU."""
+    from hamer_ros import cpu_info
+
+    args = ['--data-dir', small_data_dir, '--image', image_file, '--device', 'cpu', '--box', 50, 40, 150, 200,
+            '--side', 'left']
+    saved, outputs = {}, {}
+    for precision in ('fp32', 'bf16'):
+        out = tmp_path / f'{precision}.npz'
+        done = run_predict(*args, '--precision', precision, '--out', out, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        saved[precision], outputs[precision] = dict(np.load(out)), done
+    vertex_error = np.abs(saved['bf16']['vertices'] - saved['fp32']['vertices']).max()
+    if cpu_info.native_bf16():
+        assert 'on cpu, bf16' in outputs['bf16'].stdout
+        assert 1e-6 < vertex_error < 1e-3   # the library's bf16 tolerance (test_hamer_runtime.py)
+    else:
+        assert "precision 'bf16' on the CPU needs native bf16 instructions" in outputs['bf16'].stderr
+        assert 'on cpu, fp32' in outputs['bf16'].stdout and vertex_error == 0

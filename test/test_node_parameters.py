@@ -75,10 +75,16 @@ def test_int8_is_accepted_and_bad_values_are_refused_at_start_up(declare):
     ('bf16', 'auto', True, 'bf16', None),
     ('fp16', 'cuda', True, 'fp16', None),
     ('fp16', 'cpu', True, 'fp32', 'precision fp16 needs CUDA but HaMeR runs on the CPU (device cpu)'),
-    ('bf16', 'auto', False, 'fp32', 'precision bf16 needs CUDA but HaMeR runs on the CPU (device auto, no CUDA'),
+    ('fp16', 'auto', False, 'fp32', 'precision fp16 needs CUDA but HaMeR runs on the CPU (device auto, no CUDA'),
     ('fp32', 'cuda', True, 'fp32', None),
+    # bf16 on the CPU: as the CPU allows (see the two tests below for both kinds of CPU).
+    ('bf16', 'cpu', False, 'bf16', None),
+    ('bf16', 'auto', False, 'bf16', None),
+    ('bf16', 'cpu', True, 'bf16', None),
 ])
-def test_a_precision_the_device_cannot_run_becomes_fp32_with_a_reason(precision, device, cuda, expected, problem):
+def test_a_precision_the_device_cannot_run_becomes_fp32_with_a_reason(precision, device, cuda, expected, problem,
+                                                                       monkeypatch):
+    monkeypatch.setattr('hamer_ros.cpu_info.native_bf16', lambda flags=None: 'AMX-BF16')
     used, reason = usable_precision(precision, device, cuda)
     assert used == expected
     if problem is None:
@@ -101,9 +107,9 @@ def test_node_parameters_reach_the_model():
     assert 'int8' in model.describe() and 'torch.compile' not in model.describe()
 
     # Device and precision that do not fit: the node still gets a working (fp32) model, and the reason.
-    options, problem = model_options(_defaults(device='cpu', precision='bf16', allow_cpu_fallback=False,
+    options, problem = model_options(_defaults(device='cpu', precision='fp16', allow_cpu_fallback=False,
                                                compile=True), cuda_available=False)
-    assert problem.startswith('precision bf16 needs CUDA')
+    assert problem.startswith('precision fp16 needs CUDA')
     model = HamerModel.small_random(seed=0, **options)
     assert (model.precision, model.allow_cpu_fallback) == ('fp32', False)
     assert 'torch.compile' in model.describe()
@@ -146,3 +152,13 @@ def test_detector_thresholds_are_declared_as_mediapipe_accepts_them(declare):
     assert not result.successful and node.get_parameter('detector.min_tracking_confidence').value == 0.5
     with pytest.raises(InvalidParameterValueException):
         declare({'detector.min_tracking_confidence': 0.0})
+
+
+def test_bf16_on_a_cpu_without_native_bf16_becomes_fp32_with_the_reason(monkeypatch):
+    monkeypatch.setattr('hamer_ros.cpu_info.native_bf16', lambda flags=None: None)
+    options, problem = model_options(_defaults(device='cpu', precision='bf16'), cuda_available=False)
+    assert options['precision'] == 'fp32'
+    assert problem.startswith("precision 'bf16' on the CPU needs native bf16 instructions (AMX or AVX512_BF16)")
+    assert 'Using fp32' in problem and 'int8' in problem
+    # On CUDA bf16 is autocast, whatever the CPU.
+    assert usable_precision('bf16', 'cuda', True) == ('bf16', None)

@@ -97,9 +97,13 @@ def device_checks():
                             f'int8), {threads} threads; expect seconds per hand with the full model',
                             'for GPU speed install a CUDA build of torch on a machine with an NVIDIA GPU',
                             required=False))
-    # int8 is PyTorch's CPU dynamic quantisation (hamer_ros.hamer.model): faster, not exact.
-    checks.append(Check('CPU', True, f'precisions fp32, int8 (--precision int8: faster, inexact); {threads} '
-                        'PyTorch threads (set with --threads / node parameter threads)'))
+    # bf16 (native bf16 CPUs) and int8 (dynamic quantisation) are faster, not exact (hamer_ros.hamer.model).
+    from hamer_ros import cpu_info
+    model, flags = cpu_info.cpu_description()
+    bf16 = cpu_info.native_bf16(flags)
+    bf16_text = f'bf16 ({bf16})' if bf16 else 'no bf16 (needs AMX or AVX512_BF16)'
+    checks.append(Check('CPU', True, f'{model}: precisions fp32, {bf16_text}, int8 (--precision bf16/int8: '
+                        f'faster, inexact); {threads} PyTorch threads (set with --threads / node parameter threads)'))
     return checks
 
 

@@ -90,9 +90,11 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--device', default='auto', help='cpu, cuda, cuda:N or auto (default)')
     # The choices are HamerModel's PRECISIONS, written out: add_arguments must not import PyTorch.
     parser.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'bf16', 'int8'),
-                        help='fp32 (default, matches the official model); fp16/bf16: autocast, CUDA only; '
-                        'int8: CPU only (with CUDA present pass --device cpu), dynamic quantisation, about 2.4x '
-                        'faster than fp32 on the full model but not exact (vertices move by millimetres)')
+                        help='fp32 (default, matches the official model); fp16: CUDA autocast; bf16: CUDA '
+                        'autocast, or on a CPU with AMX or AVX512_BF16 the network weights in bf16 (faster, '
+                        'vertices move by about a millimetre; other CPUs: a warning and fp32); int8: CPU only, '
+                        'dynamic quantisation (faster, not exact). With CUDA present pass --device cpu for the '
+                        'CPU precisions. Speed and error: docs/performance.md')
     parser.add_argument('--allow-cpu-fallback', action=argparse.BooleanOptionalAction, default=True,
                         help='when CUDA runs out of memory even for a single hand (after smaller batches), '
                         'continue on the CPU in fp32 (much slower) instead of failing; on by default')

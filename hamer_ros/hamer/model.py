@@ -16,8 +16,11 @@ x of vertices and keypoints negated, rotations ``M R M`` with ``M = diag(-1, 1, 
 before `cam_crop_to_full`, as the official demo does. ``pred_cam`` is kept raw (mirrored frame).
 
 Precision: ``fp32`` (reference; on CUDA with TensorFloat-32 off, SPEC §8), ``bf16``/``fp16`` (CUDA autocast:
-the network in half precision, MANO and the camera in float32), ``int8`` (CPU: dynamic quantisation of the
-transformer Linears, `network.quantize_int8_`).
+the network in half precision, MANO and the camera in float32), ``bf16`` on the CPU (the ViT's and the head
+decoder's Linear weights converted to bfloat16 once at load, `network.to_bfloat16_`; only on CPUs with native
+bf16 — AMX or AVX512_BF16 — elsewhere a warning and fp32), ``int8`` (CPU: dynamic quantisation of the
+transformer Linears, `network.quantize_int8_`). The default stays fp32 everywhere: it matches the official
+model; bf16 and int8 trade millimetres for speed (docs/performance.md).
 
 CUDA: all hands of a call go through the network in one batch; crops are staged in a pinned host buffer that is
 reused between calls (asynchronous upload), and all outputs come back in one device-to-host copy. `compile=True`
@@ -42,7 +45,7 @@ from hamer_ros.errors import InputError, MissingFileError, SetupError, file_erro
 from hamer_ros.hamer import checkpoint as ckpt_io
 from hamer_ros.hamer import mano as mano_lib
 from hamer_ros.hamer.camera import cam_crop_to_full, crop_to_camera_perspective, project_points
-from hamer_ros.hamer.network import HamerNetwork, NetworkConfig, init_random_, quantize_int8_
+from hamer_ros.hamer.network import HamerNetwork, NetworkConfig, init_random_, quantize_int8_, to_bfloat16_
 from hamer_ros.hamer.preprocess import IMAGE_MEAN_RGB, IMAGE_SIZE, IMAGE_STD_RGB, make_crops
 from hamer_ros.types import CameraIntrinsics, HandDetection, HandReconstruction
 
@@ -51,6 +54,51 @@ log = logging.getLogger(__name__)
 PRECISIONS = ('fp32', 'fp16', 'bf16', 'int8')
 PERSPECTIVE_CORRECTIONS = ('auto', 'on', 'off')
 AUTOCAST_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}   # CUDA only
+CPU_PRECISIONS = ('fp32', 'bf16', 'int8')
+
+
+# int8: which ViT Linears are quantised; the other ViT Linears run in bf16 where the CPU has it natively (else
+# every ViT Linear is quantised, see int8_plan). From the per-layer study in docs/performance.md
+# (benchmarks/study_int8.py): the deviation grows with every quantised layer (roughly in quadrature), most from qkv and proj and from the early
+# blocks, whose errors the later blocks amplify. INT8_PLAN, the one precision 'int8' uses, quantises the most
+# layers (half of the ViT's FLOPs) that kept the study's deviation under 2 mm.
+INT8_PLANS = {   # label -> (kinds, first quantised block as a fraction of the depth; ViT-H: 32 blocks)
+    'fc1 + fc2, all blocks': (('fc1', 'fc2'), 0.0),
+    'fc2, all blocks': (('fc2',), 0.0),
+    'fc1 + fc2, blocks 8-31': (('fc1', 'fc2'), 0.25),
+    'fc1 + fc2, blocks 16-31': (('fc1', 'fc2'), 0.5),
+    'all four, blocks 16-31': (('qkv', 'proj', 'fc1', 'fc2'), 0.5),
+}
+INT8_PLAN = 'all four, blocks 16-31'
+
+
+def int8_plan(network, all_plans: bool = False):
+    """(Linears to quantise, Linears to put in bf16) of `INT8_PLAN` — or of every plan, by label, with `all_plans`.
+    Without native bf16 the layers kept out of int8 would stay float32 and int8 would gain little speed, so there
+    every ViT Linear is quantised (the larger deviation of the study's first row)."""
+    from hamer_ros import cpu_info
+    from hamer_ros.hamer.network import int8_linears
+
+    native = cpu_info.native_bf16() is not None
+    depth = len(network.backbone.blocks)
+    plans = {}
+    for label, (kinds, start) in INT8_PLANS.items():
+        quantised = [n for n in int8_linears(network, kinds) if int(n.split('.')[2]) >= round(start * depth)]
+        kept = [n for n in int8_linears(network) if n not in quantised]
+        plans[label] = (quantised, kept) if native else (list(int8_linears(network)), [])
+    return plans if all_plans else plans[INT8_PLAN]
+
+
+def cpu_bf16_problem() -> Optional[str]:
+    """None when this CPU runs bf16 natively (AMX or AVX512_BF16), else why precision 'bf16' falls back to fp32."""
+    from hamer_ros import cpu_info
+
+    model, flags = cpu_info.cpu_description()
+    if cpu_info.native_bf16(flags):
+        return None
+    return (f"precision 'bf16' on the CPU needs native bf16 instructions (AMX or AVX512_BF16), which this CPU "
+            f"({model}) lacks: bf16 would be emulated, its error without its speed. Using fp32; for speed on this CPU use "
+            "precision int8")
 
 
 class HamerCore(nn.Module):
@@ -116,8 +164,8 @@ class HamerModel:
         if precision not in PRECISIONS:
             raise InputError(f'precision must be one of {sorted(PRECISIONS)}, got {precision!r}')
         self.device = _resolve_device(device)
-        if precision in AUTOCAST_DTYPES and self.device.type != 'cuda':
-            raise InputError(f'precision {precision!r} is for CUDA devices; on {self.device} use fp32 (or int8)')
+        if precision not in CPU_PRECISIONS and self.device.type != 'cuda':
+            raise InputError(f'precision {precision!r} is for CUDA devices; on {self.device} use fp32, bf16 or int8')
         if precision == 'int8' and self.device.type != 'cpu':
             raise InputError(f"precision 'int8' is the CPU's dynamic quantisation; on {self.device} use bf16 or fp16")
         if (tuple(settings.image_mean), tuple(settings.image_std)) != (IMAGE_MEAN_RGB, IMAGE_STD_RGB) \
@@ -133,8 +181,17 @@ class HamerModel:
             # Reference-exact float32: no TensorFloat-32 matmuls/convolutions (SPEC §8).
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
+        if precision == 'bf16' and self.device.type == 'cpu':
+            problem = cpu_bf16_problem()
+            if problem:
+                log.warning('%s', problem)
+                precision = 'fp32'
+            else:
+                released = to_bfloat16_(network)
+                log.info('HaMeR in bf16 on the CPU: ViT and head Linears converted (%.2f GB of fp32 checkpoint '
+                         'pages given back)', released / 1e9)
         if precision == 'int8':
-            quantize_int8_(network)
+            quantize_int8_(network, *int8_plan(network))
         self.precision = precision
         self.settings = settings
         self.mano = mano
@@ -274,7 +331,8 @@ class HamerModel:
         count = len(crops)
         crops = crops.to(self.device, non_blocking=True)
         intermediates: Optional[Dict[str, torch.Tensor]] = {} if debug else None
-        autocast = AUTOCAST_DTYPES.get(self.precision)
+        # Autocast is the CUDA half-precision path; CPU bf16 has bf16 weights (`Linear` handles the casts).
+        autocast = AUTOCAST_DTYPES.get(self.precision) if self.device.type == 'cuda' else None
         with torch.autocast(self.device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
             if self._compiled_core is not None and not debug:
                 padded = 1 << (count - 1).bit_length()   # a power of two: few distinct shapes to compile/capture

@@ -91,15 +91,27 @@ _ONEDNN_LINEAR = _onednn_linear_available()
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` that runs oneDNN's fp32 kernel on CPU (see the module docstring for why)."""
+    """``nn.Linear`` that runs oneDNN's kernel on CPU (see the module docstring for why).
+
+    With bfloat16 weights (`to_bfloat16_`, CPU precision 'bf16') the input is rounded to bf16 and the result is
+    bf16 (oneDNN accumulates in float32). What consumes it decides the precision downstream: attention and GELU
+    run on the bf16 values, while the residual additions ``x + f(x)`` promote to float32, so the residual stream,
+    the LayerNorms and everything the head's read-outs see stay float32.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (_ONEDNN_LINEAR and x.device.type == 'cpu' and x.dtype == torch.float32
-                and self.weight.dtype == torch.float32 and not torch.is_grad_enabled()
-                and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
-                and not torch.onnx.is_in_onnx_export()):
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, 'none', [], '')
-        return F.linear(x, self.weight, self.bias)
+        if self.weight.dtype == torch.bfloat16:
+            x = x.to(torch.bfloat16)
+        return _linear(x, self.weight, self.bias)
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    if (_ONEDNN_LINEAR and x.device.type == 'cpu' and x.dtype in (torch.float32, torch.bfloat16)
+            and weight.dtype == x.dtype and (bias is None or bias.dtype == x.dtype)
+            and not torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+            and not torch.onnx.is_in_onnx_export()):
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], '')
+    return F.linear(x, weight, bias)
 
 
 # ------------------------------------------------------------------------------------------------ backbone
@@ -343,11 +355,58 @@ def init_random_(network: HamerNetwork, seed: int) -> HamerNetwork:
     return network
 
 
+# ------------------------------------------------------------------------------------------------ bf16 (CPU)
+
+def bf16_linears(network: HamerNetwork) -> Dict[str, Linear]:
+    """The Linears `to_bfloat16_` converts: all of the ViT blocks (qkv, proj, fc1, fc2) and of the head's
+    decoder layers (attention and feed-forward): 99.8 % of the FLOPs. Left in float32: the patch embedding
+    (a 16x16 convolution, 0.2 % of the FLOPs), the head's token embedding and its pose/shape/camera read-outs,
+    whose outputs feed MANO and the camera directly."""
+    return {name: module for root, prefix in ((network.backbone.blocks, 'backbone.blocks'),
+                                              (network.mano_head.transformer.transformer,
+                                               'mano_head.transformer.transformer'))
+            for name, module in ((f'{prefix}.{n}', m) for n, m in root.named_modules()) if isinstance(module, Linear)}
+
+
+def to_bfloat16_(network: HamerNetwork, names=None) -> int:
+    """Converts the weights of `bf16_linears` (or of the Linears named in `names`) to bfloat16, once, in place;
+    returns how many bytes of memory-mapped fp32 checkpoint pages were given back to the system.
+
+    Each fp32 weight is converted and its checkpoint pages are dropped from the process right away
+    (`mapped_memory.release_file_pages`), so the process never holds the fp32 and the bf16 copy of the ViT.
+    Biases become bf16 too (oneDNN adds them in its float32 accumulator). CPU precision 'bf16'
+    (``hamer_ros.hamer.model``); meant for CPUs with native bf16 (``hamer_ros.cpu_info.native_bf16``).
+    """
+    from hamer_ros.hamer.mapped_memory import release_file_pages
+
+    linears = bf16_linears(network)
+    if names is not None:
+        modules = dict(network.named_modules())
+        linears = {name: modules[name] for name in names}
+    released = 0
+    with torch.no_grad():
+        for linear in linears.values():
+            fp32 = [linear.weight] + ([linear.bias] if linear.bias is not None else [])
+            linear.weight = nn.Parameter(linear.weight.detach().to(torch.bfloat16), requires_grad=False)
+            if linear.bias is not None:
+                linear.bias = nn.Parameter(linear.bias.detach().to(torch.bfloat16), requires_grad=False)
+            released += release_file_pages(fp32)
+            del fp32
+    return released
+
+
 # ------------------------------------------------------------------------------------------------ int8 (CPU)
 
 class _DynamicInt8Linear(torch.ao.nn.quantized.dynamic.Linear):
     """PyTorch's dynamically quantised Linear, also built from our `Linear` (``from_float`` accepts only the
-    exact ``nn.Linear`` class). The float weight is shared, not copied, on the way to the int8 copy."""
+    exact ``nn.Linear`` class). The float weight is shared, not copied, on the way to the int8 copy.
+
+    Activations get the full 8 bits where the CPU has VNNI (`reduce_range` False). PyTorch's module always
+    quantises them to 7 bits ("reduce_range"): the pre-VNNI AVX2 instruction (vpmaddubsw) adds two u8 x s8
+    products in a saturating int16, which full-range inputs can overflow; VNNI's vpdpbusd accumulates in int32
+    and cannot. On the seed-1 fixture the 8th bit cuts int8's deviation from fp32 (docs/performance.md)."""
+
+    reduce_range = True
 
     @classmethod
     def from_float(cls, mod, use_precomputed_fake_quant=False):
@@ -355,22 +414,54 @@ class _DynamicInt8Linear(torch.ao.nn.quantized.dynamic.Linear):
         plain.weight, plain.bias, plain.qconfig = mod.weight, mod.bias, mod.qconfig
         return super().from_float(plain)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # float32 in and out, also after a bf16 Linear (int8 mixed with bf16, `quantize_int8_`).
+        return torch.ops.quantized.linear_dynamic(x.float(), self._packed_params._packed_params,
+                                                  reduce_range=self.reduce_range)
 
-def quantize_int8_(network: HamerNetwork) -> HamerNetwork:
-    """Dynamic int8 quantisation of the ViT blocks' Linears (qkv, proj, fc1, fc2: ~99 % of the FLOPs), in place.
+
+def int8_linears(network: HamerNetwork, kinds=('qkv', 'proj', 'fc1', 'fc2')) -> Dict[str, Linear]:
+    """The ViT blocks' Linears of the given kinds (attention qkv/proj, MLP fc1/fc2), by state-dict name."""
+    return {f'backbone.blocks.{name}': module for name, module in network.backbone.blocks.named_modules()
+            if isinstance(module, Linear) and name.rsplit('.', 1)[-1] in kinds}
+
+
+def quantize_int8_(network: HamerNetwork, names=None, bf16_names=(), full_range: Optional[bool] = None
+                   ) -> HamerNetwork:
+    """Dynamic int8 quantisation of the Linears named in `names` (default: every ViT block Linear, `int8_linears`),
+    in place; the Linears in `bf16_names` get bf16 weights instead (`to_bfloat16_`).
 
     Weights become int8 per output channel, activations are quantised per call (per tensor) and the matmuls run
-    on the quantized engine's int8 (VNNI) kernels: ~3.5x faster than fp32 per Linear on this CPU, a quarter of
-    the weight memory. Everything else stays float32: the patch embedding, and the MANO head, which is cheap and
-    whose quantisation doubled the deviation from fp32 on the fixture (measured: vertices 9.3 vs 5.9 mm).
-    CPU only. Speed and deviation on the fixture: benchmarks/bench_hamer.py --precisions fp32 int8.
+    on the quantized engine's int8 (VNNI) kernels, at a quarter of the fp32 weight memory. Everything else stays
+    float32: the patch embedding, and the MANO head, which is cheap and whose quantisation doubled the deviation
+    from fp32 on the fixture (measured: vertices 9.3 vs 5.9 mm). The fp32 checkpoint pages of every converted
+    weight are given back (`mapped_memory`). Which layers the CPU precision 'int8' quantises and which it keeps in
+    bf16 comes from the per-layer study in docs/performance.md (``hamer_ros.hamer.model.INT8_PLAN``).
+    `full_range`: 8-bit activations (default: where the CPU has VNNI, see `_DynamicInt8Linear`), else 7-bit.
+    CPU only. Speed and deviation: benchmarks/bench_hamer.py; the study: benchmarks/study_int8.py.
     """
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    from torch.ao.quantization import per_channel_dynamic_qconfig
 
+    from hamer_ros.hamer.mapped_memory import release_file_pages
+
+    from hamer_ros import cpu_info
+
+    if full_range is None:
+        full_range = bool({'avx512_vnni', 'avx_vnni'} & cpu_info.cpu_description()[1])
+    modules = dict(network.named_modules())
+    names = list(int8_linears(network)) if names is None else list(names)
     with warnings.catch_warnings():
         # torch.ao.quantization announces its move to torchao; the eager API is what this torch version has.
         warnings.filterwarnings('ignore', category=DeprecationWarning)
         warnings.filterwarnings('ignore', message='.*quantize_per_(tensor|channel).*deprecated')
-        quantize_dynamic(network.backbone.blocks, {Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8,
-                         mapping={Linear: _DynamicInt8Linear}, inplace=True)
+        for name in names:
+            linear = modules[name]
+            linear.qconfig = per_channel_dynamic_qconfig
+            parent_name, _, child = name.rpartition('.')
+            quantized = _DynamicInt8Linear.from_float(linear)
+            quantized.reduce_range = not full_range
+            setattr(modules[parent_name], child, quantized)
+            release_file_pages([linear.weight])
+    if bf16_names:
+        to_bfloat16_(network, bf16_names)
     return network
