@@ -42,7 +42,7 @@ OFFICIAL = {'forward batch 1 (s/crop)': '3.2 best (3.2-7.4)', 'forward batch 2 (
 
 
 def default_data_dir() -> Path:
-    from hamer_ros import paths
+    from hamer_ros.provisioning import paths
     from hamer_ros.hamer.checkpoint import CHECKPOINT_IN_DATA_DIR
     real = paths.data_dir()
     return real if (real / CHECKPOINT_IN_DATA_DIR).is_file() else paths.test_data_dir() / 'fixtures' / 'seed1' / '_DATA'

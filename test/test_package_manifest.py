@@ -51,7 +51,7 @@ def test_run_time_packages_are_exec_depends_with_the_right_keys():
 
 def test_no_cv_bridge_and_no_second_opencv():
     everything = {key for keys in _manifest().values() for key in keys}
-    assert 'cv_bridge' not in everything, 'the node converts images itself (hamer_ros.image_conversion)'
+    assert 'cv_bridge' not in everything, 'the node converts images itself (hamer_ros.ros.image_conversion)'
     assert 'python3-opencv' not in everything, 'OpenCV comes from pip (requirements.txt): two cv2 would clash'
     assert not any('cv_bridge' in line for path in (ROOT / 'hamer_ros').rglob('*.py')
                    for line in path.read_text().splitlines() if line.lstrip().startswith(('import', 'from')))
