@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Hand detection time per 640x480 frame: MediaPipe Tasks HandLandmarker in IMAGE and VIDEO mode, 0/1/2 hands.
 
-Frames are composed from the sample photos (hamer_ros.sample_data, fetched once from registry packages):
+Frames are composed from the sample photos (hamer_ros.provisioning.sample_data, fetched once from registry packages):
 0 hands: the coffee photo resized to 640x480; 1 hand: the bus man's left hand (crop x2, hand ~80 px) pasted on
 it; 2 hands: both bus-man hands (crop x1.5, hands ~55-60 px). IMAGE mode runs each frame on its own; VIDEO mode
 gets the same content shifted by 2 px per frame with 33 ms stamps, so MediaPipe's tracking is engaged as in a
@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2  # noqa: E402
 
-from hamer_ros import sample_data  # noqa: E402
+from hamer_ros.provisioning import sample_data  # noqa: E402
 from scripts.demo_sequence import make_sequence  # noqa: E402
 from hamer_ros.detection import HandDetector, ensure_hand_landmarker_model  # noqa: E402
-from hamer_ros.tracking import HandTracker  # noqa: E402
+from hamer_ros.detection.tracking import HandTracker  # noqa: E402
 
 WIDTH, HEIGHT = 640, 480
 VIDEO_STEP_PX = 2

@@ -51,7 +51,7 @@ from precision_cases import MEASURES, deviation, evaluation_crops, reference_fil
 
 
 def default_data_dir() -> Path:
-    from hamer_ros import paths
+    from hamer_ros.provisioning import paths
     from hamer_ros.hamer.checkpoint import CHECKPOINT_IN_DATA_DIR
     real = paths.data_dir()
     return real if (real / CHECKPOINT_IN_DATA_DIR).is_file() else paths.test_data_dir() / 'fixtures' / 'seed1' / '_DATA'

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _frames(folder: Path, count: int) -> Path:
     import cv2
 
-    from hamer_ros import sample_data
+    from hamer_ros.provisioning import sample_data
     from offline_helpers import demo_module
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, str(ROOT / 'test'))
     from hamer_test_files import write_small_data_dir
-    from hamer_ros import paths
+    from hamer_ros.provisioning import paths
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -150,7 +150,7 @@ class Camera:
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
 
-        from hamer_ros.image_conversion import bgr_to_image_msg
+        from hamer_ros.ros.image_conversion import bgr_to_image_msg
         from hamer_ros.msg import HandMeshArray
 
         self.context = Context()

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Per-stage time of one 640x480 camera frame with two hands, as the node processes it (issue 7 §1-2).
 
-The frame: both hands of the bus-man photo pasted on the coffee photo (hamer_ros.sample_data; the composition of
+The frame: both hands of the bus-man photo pasted on the coffee photo (hamer_ros.provisioning.sample_data; the
+composition of
 benchmarks/bench_detection.py), arriving as a sensor_msgs/Image (bgr8) with a webcam-like CameraInfo
 (fx = fy = 600 px). Stages, each timed on its own over --repeats runs after a warm-up:
 
-    image conversion   Image message -> BGR array (hamer_ros.image_conversion)
+    image conversion   Image message -> BGR array (hamer_ros.ros.image_conversion)
     detection          MediaPipe HandLandmarker, IMAGE mode as the node runs it       [MediaPipe: not counted]
     tracking           HandTracker.update
-    crop               make_crops for both hands (SPEC §6); once more for two close-up hands (400 and 300 px boxes,
+    crop               make_crops for both hands (docs/model.md §6); once more for two close-up hands (400 and 300 px boxes,
                        crop sides over 563 px: the anti-aliasing blur runs), the case a hand near the camera costs
     network            ViT + MANO head, both hands in one batch                      [the ViT: not counted]
     MANO               ManoLayer for both hands
@@ -98,13 +99,13 @@ def main() -> int:
     from hamer_ros.detection import HandDetector
     from hamer_ros.hamer.model import AUTOCAST_DTYPES, HamerModel
     from hamer_ros.hamer.preprocess import make_crops
-    from hamer_ros.image_conversion import bgr_to_image_msg, image_msg_to_bgr
-    from hamer_ros.markers import MarkerBuilder
+    from hamer_ros.ros.image_conversion import bgr_to_image_msg, image_msg_to_bgr
+    from hamer_ros.ros.markers import MarkerBuilder
     from hamer_ros.pipeline import HandPipeline, faces_by_side, non_finite_fields
-    from hamer_ros.render import render_overlay
-    from hamer_ros.ros_messages import hand_mesh_array, serialize_hand_markers
-    from hamer_ros.tf_frames import hand_transforms
-    from hamer_ros.tracking import HandTracker
+    from hamer_ros.io.render import render_overlay
+    from hamer_ros.ros.ros_messages import hand_mesh_array, serialize_hand_markers
+    from hamer_ros.ros.tf_frames import hand_transforms
+    from hamer_ros.detection.tracking import HandTracker
     from hamer_ros.types import CameraIntrinsics
 
     background = cv2.resize(bench_detection._photo('negative_coffee'), (WIDTH, HEIGHT))

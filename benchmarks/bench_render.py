@@ -29,7 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hamer_ros import paths, render  # noqa: E402
+from hamer_ros.io import render  # noqa: E402
+from hamer_ros.provisioning import paths
 from hamer_ros.cli.mano_to_obj import add_mano_source_arguments, load_mano_from_args, template_hand  # noqa: E402
 from hamer_ros.cli.view_mano import upright_view  # noqa: E402
 from hamer_ros.hamer.camera import project_points  # noqa: E402
@@ -64,7 +65,7 @@ def two_hands(mano, hand_px):
     rotation = upright_view(keypoints, 'back')
     centre = vertices.mean(0)
     vertices, keypoints = (vertices - centre) @ rotation.T, (keypoints - centre) @ rotation.T
-    mirror = np.array([-1.0, 1.0, 1.0])   # left hands are mirrored right hands (SPEC §7)
+    mirror = np.array([-1.0, 1.0, 1.0])   # left hands are mirrored right hands (docs/model.md §7)
     return [make_hand(vertices, keypoints, 'right', (WIDTH * 0.3, HEIGHT * 0.5), hand_px),
             make_hand(vertices * mirror, keypoints * mirror, 'left', (WIDTH * 0.7, HEIGHT * 0.5), hand_px)]
 

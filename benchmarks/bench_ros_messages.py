@@ -4,7 +4,7 @@
 A TRIANGLE_LIST mesh marker holds 3 x 1552 = 4656 geometry_msgs/Point per hand. Built the ordinary way (one Point
 object per corner, then rclpy converts each one when publishing) that costs milliseconds; the node instead lets
 rclpy serialise the marker with one placeholder point and splices the (N, 3) float64 block into the bytes
-(`hamer_ros.ros_messages.serialize_hand_markers`). This script times both ways, plus HandMeshArray and TF, on the
+(`hamer_ros.ros.ros_messages.serialize_hand_markers`). This script times both ways, plus HandMeshArray and TF, on the
 outputs of the small-config model for two hands (the data do not change the cost).
 
     python benchmarks/bench_ros_messages.py [--repeats 200]
@@ -61,10 +61,10 @@ def main() -> int:
     from std_msgs.msg import Header
     from tf2_msgs.msg import TFMessage
 
-    from hamer_ros.markers import MarkerBuilder
+    from hamer_ros.ros.markers import MarkerBuilder
     from hamer_ros.pipeline import faces_by_side
-    from hamer_ros.ros_messages import fast_markers_work, hand_mesh_array, serialize_hand_markers
-    from hamer_ros.tf_frames import hand_transforms
+    from hamer_ros.ros.ros_messages import fast_markers_work, hand_mesh_array, serialize_hand_markers
+    from hamer_ros.ros.tf_frames import hand_transforms
 
     frame, model = _two_hands()
     faces = faces_by_side(model.faces)

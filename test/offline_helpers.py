@@ -89,7 +89,7 @@ def model_frame(model, image=None, stamp_ns: int = 1_700_000_000_123_456_789) ->
 
 def input_frame(index: int = 0, frame_id: str = 'camera_optical', image=None):
     """The InputFrame a record is written for."""
-    from hamer_ros.offline import InputFrame
+    from hamer_ros.io.offline import InputFrame
     return InputFrame(index, str(index), f'{index:06d}', 1_700_000_000_123_456_789 + index, image, frame_id=frame_id)
 
 
@@ -123,8 +123,8 @@ def write_camera_bag(path: Path, images, storage: str = 'mcap', compressed: bool
     import cv2
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from hamer_ros import bag_io
-    from hamer_ros.image_conversion import bgr_to_image_msg
+    from hamer_ros.io import bag_io
+    from hamer_ros.ros.image_conversion import bgr_to_image_msg
 
     plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
     image_type = 'sensor_msgs/msg/CompressedImage' if compressed else 'sensor_msgs/msg/Image'

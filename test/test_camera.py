@@ -12,7 +12,7 @@ MIRROR_X = np.array([-1.0, 1.0, 1.0])
 
 
 def official_cam_crop_to_full(pred_cam, box_center, box_size, img_size_wh):
-    """SPEC §5.3 as the official demo evaluates it: torch float32, focal 5000/256 * max(W, H), centre at W/2, H/2."""
+    """docs/model.md §5.3 as the official demo evaluates it: torch float32, focal 5000/256 * max(W, H), centre at W/2, H/2."""
     cam, center = torch.from_numpy(pred_cam), torch.from_numpy(box_center)
     size, img_size = torch.from_numpy(box_size), torch.from_numpy(img_size_wh)
     focal = 5000 / 256 * img_size.max()
@@ -24,7 +24,7 @@ def official_cam_crop_to_full(pred_cam, box_center, box_size, img_size_wh):
 
 
 def crop_to_image(points_2d_crop, center, size, is_right=True):
-    """Normalised crop coordinates -> image pixels through the box (SPEC §5, last note)."""
+    """Normalised crop coordinates -> image pixels through the box (docs/model.md §5, last note)."""
     x_sign = 1.0 if is_right else -1.0
     return np.stack([center[0] + x_sign * points_2d_crop[..., 0] * size,
                      center[1] + points_2d_crop[..., 1] * size], axis=-1)
@@ -51,7 +51,7 @@ def test_default_camera_projects_keypoints_onto_the_crop_prediction(public_case)
     cam_t = cam_crop_to_full(public_case['pred_cam'], center[None], [size], intrinsics)[0]
     pixels = project_points(public_case['pred_keypoints_3d'][0] + cam_t, intrinsics)
     from_crop = crop_to_image(public_case['pred_keypoints_2d'][0], center, size)
-    # Not the same number by construction (perspective in a different camera), a fraction of a pixel (SPEC §5).
+    # Not the same number by construction (perspective in a different camera), a fraction of a pixel (docs/model.md §5).
     error = np.linalg.norm(pixels - from_crop, axis=-1)
     assert error.max() < 0.3, error.max()
 
@@ -82,7 +82,7 @@ def test_real_intrinsics_place_the_hand_where_the_crop_saw_it(public_case, intri
     center, size = public_case['box_center'][0], public_case['box_size'][0]
     hand = _planar_hand(public_case)   # (the network's frame: mirrored for a left hand)
     expected = _weak_perspective_pixels(hand, pred_cam, center, size, is_right)
-    # Left hands: tx negated before cam_crop_to_full and the points mirrored back (SPEC §7).
+    # Left hands: tx negated before cam_crop_to_full and the points mirrored back (docs/model.md §7).
     cam_input = pred_cam * (1.0 if is_right else np.array([1.0, -1.0, 1.0]))
     cam_t = cam_crop_to_full(cam_input[None], center[None], [size], intrinsics)[0].astype(np.float64)
     points = hand * (1.0 if is_right else MIRROR_X)

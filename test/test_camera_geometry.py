@@ -16,7 +16,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from hamer_ros.camera_info import camera_info_intrinsics, ignored_distortion
+from hamer_ros.ros.camera_info import camera_info_intrinsics, ignored_distortion
 from hamer_ros.hamer import mano as mano_lib
 from hamer_ros.hamer.camera import crop_to_camera_perspective, project_points, ray_rotations
 from hamer_ros.hamer.model import hands_in_camera, synthetic_mano

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from hamer_ros.camera_info import (BAD_DISTORTION, INVALID_K, SIZE_MISMATCH, camera_info_intrinsics)
+from hamer_ros.ros.camera_info import (BAD_DISTORTION, INVALID_K, SIZE_MISMATCH, camera_info_intrinsics)
 from hamer_ros.types import CameraIntrinsics
 
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from hamer_ros import bag_io
+from hamer_ros.io import bag_io
 from hamer_ros.cli import main
 from hamer_ros.cli.infer import InferRun
 from hamer_ros.hamer.model import HamerModel
@@ -201,7 +201,7 @@ def test_batch_size_and_npz_format_do_not_change_results(tmp_path, camera_bag, d
     assert _infer(camera_bag, '--out', out, '--data-dir', data_dir, '--boxes', boxes_file, '--batch-size', 8,
                   '--format', 'npz', '--overlay', 'none', '--no-bag') == 0
     assert not (out / 'hands').exists() and not (out / 'overlay.mp4').exists()
-    from hamer_ros.offline import RecordStore
+    from hamer_ros.io.offline import RecordStore
     store = RecordStore(out / 'results', 'npz')
     for stem, reference in _records(reference_run).items():
         record = store.read(stem)

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip('rclpy', reason='the demo needs the colcon-built ROS environment: . scripts/env.sh')
 
-from hamer_ros import bag_io  # noqa: E402
+from hamer_ros.io import bag_io  # noqa: E402
 
 from offline_helpers import ROOT, demo_module  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""HandDetector on real photographs (shared TEST_IMAGES.md): sides, tight boxes, landmarks, negatives, mirrored
+"""HandDetector on real photographs (the catalogue in hamer_ros/provisioning/sample_data.py): sides, tight boxes, landmarks, negatives, mirrored
 streams, colour order, video mode with its timestamps, and a shifted sequence through the tracker."""
 import importlib.util
 from pathlib import Path
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from hamer_ros.detection import HandDetector, ensure_hand_landmarker_model
-from hamer_ros.tracking import HandTracker
+from hamer_ros.detection.tracking import HandTracker
 
 pytestmark = pytest.mark.mediapipe
 
-# Boxes MediaPipe Tasks 1.2.2 gave on these crops (TEST_IMAGES.md), pixels of the crop.
+# Boxes MediaPipe Tasks 1.2.2 gave on these crops (hamer_ros/provisioning/sample_data.py), pixels of the crop.
 RECORDED_BOXES = {
     'bus_man_left': {'left': [39, 40, 79, 75]},
     'bus_man_right': {'right': [42, 34, 63, 71]},
@@ -71,7 +71,7 @@ def test_photos_without_hands_give_none(detector, sample_photo, photo_id):
 def test_obama_partial_face_gives_one_hand(detector, sample_photo):
     image = _read(sample_photo, 'obama_partial_face')
     hands = detector.detect(image)
-    assert len(hands) == 1      # its side is unstable (TEST_IMAGES.md): not asserted
+    assert len(hands) == 1      # its side is unstable (hamer_ros/provisioning/sample_data.py): not asserted
     np.testing.assert_allclose(hands[0].box_xyxy, [160, 775, 310, 913], atol=3.0)
 
 
@@ -218,7 +218,7 @@ def test_video_sequence_keeps_ids_and_sides_through_the_tracker(model_path, samp
             if index == 7:      # one bad label: MediaPipe's side flips for a frame
                 hands[0].side = 'left' if hands[0].side == 'right' else 'right'
             for hand in tracker.update(hands, stamp_s):
-                # In the moving frame the hands stay put: the upper one is the left hand (TEST_IMAGES.md).
+                # In the moving frame the hands stay put: the upper one is the left hand (hamer_ros/provisioning/sample_data.py).
                 local_box = hand.box_xyxy - offset
                 expected_side = 'left' if local_box[1] < 150 else 'right'
                 assert hand.side == expected_side, f'frame {index}: {hand.side} at {local_box}'
@@ -239,7 +239,7 @@ def _demo_sequence_module():
 def panned_sequence(sample_photo):
     """10 frames 640x480: the bus_man_both photo panned and zoomed over one cycle (the demo's motion in a third of
     its frames): the hands move by up to about their own size per frame. Both hands are in every frame, the left
-    one above the right one (TEST_IMAGES.md), so the truth is 2 hands per frame with sides by height."""
+    one above the right one (hamer_ros/provisioning/sample_data.py), so the truth is 2 hands per frame with sides by height."""
     return _demo_sequence_module().make_sequence(_read(sample_photo, 'bus_man_both'), count=10)
 
 

@@ -37,7 +37,7 @@ def test_detect_command_writes_both_bus_man_hands(tmp_path, sample_photo):
         assert 0.5 <= hand['score'] <= 1.0 and 0.5 < hand['side_score'] <= 1.0
         landmarks = np.asarray(hand['landmarks_2d'])
         np.testing.assert_allclose(hand['box_xyxy'], [*landmarks.min(axis=0), *landmarks.max(axis=0)])
-    # Recorded boxes (TEST_IMAGES.md): the left hand above the right one. The default is the multi-stage search,
+    # Recorded boxes (hamer_ros/provisioning/sample_data.py): the left hand above the right one. The default is the multi-stage search,
     # whose own regions put the landmarks within 5 px of the Tasks detector's; --palm-only is the Tasks detector.
     np.testing.assert_allclose(by_side['left']['box_xyxy'], [180, 109, 220, 145], atol=5.0)
     np.testing.assert_allclose(by_side['right']['box_xyxy'], [200, 251, 220, 288], atol=5.0)

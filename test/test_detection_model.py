@@ -188,7 +188,7 @@ def test_a_pip_that_does_not_answer_is_stopped(tmp_path, monkeypatch):
     """pip download has a time limit: a hung index cannot hold the caller forever."""
     import sys
 
-    from hamer_ros import package_files
+    from hamer_ros.provisioning import package_files
 
     hung = tmp_path / 'hung_python'
     hung.write_text('#!/bin/sh\nsleep 30\n')

@@ -1,4 +1,5 @@
-"""Hand boxes from another detector, the plain-Python core (hamer_ros.external_boxes): HandBoxArray -> detections,
+"""Hand boxes from another detector, the plain-Python core (hamer_ros.detection.external_boxes): HandBoxArray ->
+detections,
 pairing with images by stamp, merging with the own search, and the pipeline running HaMeR on the given boxes.
 Messages are the rosbags stand-ins here (no rclpy needed); test_node_external_boxes.py runs the node over DDS."""
 from __future__ import annotations
@@ -9,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from hamer_ros import bag_io
-from hamer_ros.external_boxes import (SIDE_LEFT, SIDE_RIGHT, SIDE_UNKNOWN, UNKNOWN_SIDE_SCORE, BoxBuffer,
+from hamer_ros.io import bag_io
+from hamer_ros.detection.external_boxes import (SIDE_LEFT, SIDE_RIGHT, SIDE_UNKNOWN, UNKNOWN_SIDE_SCORE, BoxBuffer,
                                       detection_from_box, detections_from_boxes_msg, merge_detections,
                                       mismatch_text)
 from hamer_ros.pipeline import HandPipeline
@@ -49,7 +50,7 @@ def test_message_constants_are_the_ones_the_core_uses():
 
 
 def test_message_classes_offer_the_box_messages_and_a_bag_keeps_them(tmp_path):
-    from hamer_ros import message_classes
+    from hamer_ros.io import message_classes
 
     assert message_classes.HandBox.SIDE_UNKNOWN == SIDE_UNKNOWN and len(message_classes.HandBoxArray().boxes) == 0
     msg = box_array(1_700_000_000_123_456_789, hand_box(10, 20, 30, 40, SIDE_UNKNOWN, 0.0, 0.25))
@@ -70,7 +71,7 @@ def test_message_classes_offer_the_box_messages_and_a_bag_keeps_them(tmp_path):
 
 def test_a_box_becomes_the_detection_hamer_crops_and_comes_back_unchanged():
     from hamer_ros.hamer.preprocess import crop_box
-    from hamer_ros.ros_messages import box_roi
+    from hamer_ros.ros.ros_messages import box_roi
 
     detection = detection_from_box(hand_box(101, 52, 79, 108, SIDE_LEFT, 0.7, 0.85), 400, 300)
     np.testing.assert_array_equal(detection.box_xyxy, [101, 52, 180, 160])
@@ -104,7 +105,7 @@ def test_an_unknown_side_is_a_provisional_right_hand():
 
 
 def test_the_tracker_keeps_a_tracks_side_against_an_unknown_side():
-    from hamer_ros.tracking import HandTracker
+    from hamer_ros.detection.tracking import HandTracker
 
     tracker = HandTracker()
     (first,) = tracker.update([own((10, 10, 60, 60), side='left', side_score=0.95)], 0.0)
@@ -217,8 +218,8 @@ def test_the_timeout_counts_from_the_start_then_from_the_last_message():
 
 
 def test_the_mesh_message_says_which_stage_found_the_hand():
-    from hamer_ros.message_classes import HandMesh, Header
-    from hamer_ros.ros_messages import hand_mesh
+    from hamer_ros.io.message_classes import HandMesh, Header
+    from hamer_ros.ros.ros_messages import hand_mesh
     from hamer_ros.types import FrameResult, HandResult
 
     rng = np.random.default_rng(1)

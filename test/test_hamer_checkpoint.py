@@ -388,7 +388,7 @@ def test_model_config_bombs_and_out_of_range_values_fail_fast_naming_the_file(tm
 
 
 def test_verify_is_not_ready_for_a_crafted_checkpoint_or_an_out_of_range_config(tmp_path):
-    from hamer_ros import weights
+    from hamer_ros.provisioning import weights
     folder = write_small_data_dir(tmp_path / 'bad_config' / '_DATA')
     config = folder / 'hamer_ckpts' / 'model_config.yaml'
     config.write_text(config.read_text().replace('FOCAL_LENGTH: 5000', 'FOCAL_LENGTH: -5000'))

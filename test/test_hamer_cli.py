@@ -95,7 +95,7 @@ def test_predict_public_case_matches_the_official_code(fixture_data_dir, public_
     np.testing.assert_allclose(saved['box_center'], public_case['box_center'])
     np.testing.assert_allclose(saved['box_size'], public_case['box_size'])
     np.testing.assert_allclose(saved['focal_length'], [[12500, 12500]])
-    # Official full-image placement (SPEC §5.3): tz = 2 f / (box_size s), ty from the box's offset to the centre.
+    # Official full-image placement (docs/model.md §5.3): tz = 2 f / (box_size s), ty from the box's offset to the centre.
     s, tx, ty = public_case['pred_cam'][0]
     bs = public_case['box_size'][0] * s
     np.testing.assert_allclose(saved['cam_t'][0], [tx, 2 * (195 - 240) / bs + ty, 2 * 12500 / bs], atol=1e-4,

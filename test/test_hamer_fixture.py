@@ -31,7 +31,7 @@ def assert_matches(name, mine, reference, tolerances, scale=1.0):
 
 
 def official_full_camera(public_case):
-    """cam_crop_to_full and the full-image projection of the official demo (SPEC §5), written out here."""
+    """cam_crop_to_full and the full-image projection of the official demo (docs/model.md §5), written out here."""
     f32 = np.float32
     s, tx, ty = public_case['pred_cam'][0]
     (cx, cy), size = public_case['box_center'][0], public_case['box_size'][0]
@@ -55,7 +55,7 @@ def test_network_and_intermediate_tensors_match_the_official_code(fixture_model,
 
 def test_left_hand_on_the_full_image_with_blur_matches_the_official_code(fixture_model, public_case, tolerances):
     """The public scene mirrored, its box mirrored, as a left hand: the crop is the official one (blur branch,
-    box_size 640.00006 > 563.2) and the outputs are the official ones un-mirrored (SPEC §7)."""
+    box_size 640.00006 > 563.2) and the outputs are the official ones un-mirrored (docs/model.md §7)."""
     image_bgr = np.ascontiguousarray(public_case['source_image_rgb'][:, ::-1, ::-1])
     width = image_bgr.shape[1]
     x1, y1, x2, y2 = public_case['box_xyxy'][0]

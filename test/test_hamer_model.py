@@ -46,7 +46,7 @@ def test_left_hand_is_the_mirrored_right_hand(model, image):
         np.testing.assert_array_equal(getattr(hand_l, name), mirror_rotations(getattr(hand_r, name)))
         assert np.allclose(np.linalg.det(getattr(hand_l, name)), 1.0, atol=1e-5)
     # Translation: the official pixel mirror is x -> W-1-x while the camera mirrors about cx = W/2, so the
-    # two placements differ by one pixel: tx_L + tx_R = -2/bs, u_L + u_R = W - tz/(Z + tz) (SPEC §5, §7).
+    # two placements differ by one pixel: tx_L + tx_R = -2/bs, u_L + u_R = W - tz/(Z + tz) (docs/model.md §5, §7).
     bs = hand_r.box_size * hand_r.pred_cam[0] + 1e-9
     np.testing.assert_allclose(hand_l.cam_t[0] + hand_r.cam_t[0], -2 / bs, atol=1e-6)
     np.testing.assert_allclose(hand_l.cam_t[1:], hand_r.cam_t[1:], atol=1e-6)
@@ -104,7 +104,7 @@ def placement(model):
 @pytest.mark.parametrize('side', ['right', 'left'])
 def test_intrinsics_place_the_hand_where_the_crop_saw_it(model, image, side, placement):
     """Official placement: with any camera, the hand's origin projects onto the pixel the weak-perspective crop
-    camera put it at: box centre + box_size * s * (±tx, ty) / 2 (SPEC §5; `camera.cam_crop_to_full`)."""
+    camera put it at: box centre + box_size * s * (±tx, ty) / 2 (docs/model.md §5; `camera.cam_crop_to_full`)."""
     placement('off')
     box = np.array([250.0, 40.0, 330.0, 150.0])
     cameras = [None, CameraIntrinsics(610.0, 590.0, 230.0, 190.0), CameraIntrinsics(1500.0, 1500.0, 240.0, 180.0)]

@@ -74,7 +74,7 @@ def test_small_network_outputs():
                           'debug_token_out', 'debug_pred_pose_6d'}
     for batched, alone in zip((global_orient, hand_pose, betas, pred_cam), single):
         torch.testing.assert_close(batched[1:2], alone, atol=1e-5, rtol=0)
-    # The backbone sees only columns 32..223 of the crop (SPEC §2 input cut).
+    # The backbone sees only columns 32..223 of the crop (docs/model.md §2 input cut).
     outside = crops.clone()
     outside[:, :, :, :32] = 7.0
     outside[:, :, :, 224:] = -7.0

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from hamer_ros.image_conversion import (DEFAULT_MAX_PIXELS, bgr_to_image_msg, compressed_msg_to_bgr,
+from hamer_ros.ros.image_conversion import (DEFAULT_MAX_PIXELS, bgr_to_image_msg, compressed_msg_to_bgr,
                                         image_msg_to_bgr)
 
 
@@ -194,7 +194,7 @@ def test_compressed_bombs_are_refused_from_their_header_without_decoding(bomb, p
     import time
     import tracemalloc
 
-    from hamer_ros import image_conversion
+    from hamer_ros.ros import image_conversion
     from test_image_header import jpeg_declaring
 
     data = png_bomb if bomb == 'png' else jpeg_declaring(30000, 30000)
@@ -239,7 +239,7 @@ def test_compressed_formats_without_a_header_reader_are_checked_after_decoding()
 
 
 def test_refusals_name_their_kind_of_problem_whatever_the_numbers():
-    from hamer_ros.image_conversion import ImageRefused
+    from hamer_ros.ros.image_conversion import ImageRefused
 
     kinds = set()
     for cut in (1, 7, 100):

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from hamer_ros.image_header import declared_image_size, image_format
+from hamer_ros.io.image_header import declared_image_size, image_format
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -1,5 +1,5 @@
 """WarningThrottle: one warning per kind of problem and period, whatever its text, with the count held back."""
-from hamer_ros.log_throttle import WarningThrottle
+from hamer_ros.ros.log_throttle import WarningThrottle
 
 
 class Clock:

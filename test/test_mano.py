@@ -199,7 +199,7 @@ def test_closed_faces_make_the_mesh_watertight(mano):
 
 
 def test_wrist_cap_is_the_official_one(mano):
-    # The 14 triangles the official renderer appends, as listed in hamer/utils/renderer.py L150-164 (SPEC §4).
+    # The 14 triangles the official renderer appends, as listed in hamer/utils/renderer.py L150-164 (docs/model.md §4).
     official = [[92, 38, 234], [234, 38, 239], [38, 122, 239], [239, 122, 279], [122, 118, 279], [279, 118, 215],
                 [118, 117, 215], [215, 117, 214], [117, 119, 214], [214, 119, 121], [119, 120, 121],
                 [121, 120, 78], [120, 108, 78], [78, 108, 79]]
@@ -477,7 +477,7 @@ def test_damaged_arrays_are_refused_naming_file_and_key(tmp_path, generator, see
         load_mano_pkl(path)
     assert '\n' not in str(raised.value)
     # setup-weights --verify-only / check report it as a line naming the file, not a traceback.
-    from hamer_ros import weights
+    from hamer_ros.provisioning import weights
     data_dir = tmp_path / '_DATA'
     (data_dir / 'data' / 'mano').mkdir(parents=True)
     shutil.copy(path, data_dir / 'data' / 'mano' / 'MANO_RIGHT.pkl')

@@ -8,7 +8,7 @@ from std_msgs.msg import Header  # noqa: E402
 from visualization_msgs.msg import Marker  # noqa: E402
 
 from hamer_ros.hamer.mano import OPENPOSE_PARENTS  # noqa: E402
-from hamer_ros.markers import JOINTS_NS, MESH_NS, SKELETON_NS, MarkerBuilder, MarkerStyle  # noqa: E402
+from hamer_ros.ros.markers import JOINTS_NS, MESH_NS, SKELETON_NS, MarkerBuilder, MarkerStyle  # noqa: E402
 from hamer_ros.pipeline import faces_by_side  # noqa: E402
 from hamer_ros.types import CameraIntrinsics, FrameResult, HandResult  # noqa: E402
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from hamer_ros.mesh_io import read_obj, write_obj
+from hamer_ros.io.mesh_io import read_obj, write_obj
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_mano_to_obj_writes_the_shaped_template(tmp_path, mano_only_data_dir, fi
     out = tmp_path / 'hand.obj'
     assert run_command('mano-to-obj', ['--data-dir', mano_only_data_dir, '--out', out, '--betas', *betas]) == 0
     mesh = read_obj(out)
-    # In the rest pose every skinning transform is the identity: vertices = template + shape blend (SPEC §4).
+    # In the rest pose every skinning transform is the identity: vertices = template + shape blend (docs/model.md §4).
     expected = fixture_mano.v_template + fixture_mano.shapedirs[:, :, :3] @ np.array(betas, np.float32)
     np.testing.assert_allclose(mesh.vertices, expected, atol=2e-6)
     np.testing.assert_array_equal(mesh.faces, fixture_mano.faces)

@@ -242,7 +242,7 @@ def _core_frame(image, stamp_ns, model):
     """What the plain-Python core computes for this frame (fresh detector and tracker, like a fresh node)."""
     from hamer_ros.detection import make_hand_detector
     from hamer_ros.pipeline import HandPipeline
-    from hamer_ros.tracking import HandTracker
+    from hamer_ros.detection.tracking import HandTracker
     from hamer_ros.types import CameraIntrinsics
 
     intrinsics = CameraIntrinsics(K[0], K[4], K[2], K[5])
@@ -370,7 +370,7 @@ def test_hand_mesh_array_survives_an_mcap_bag(answered, tmp_path):
     from rosbags.rosbag2 import Reader
     from rclpy.serialization import deserialize_message
 
-    from hamer_ros.bag_io import BagWriter, read_bag
+    from hamer_ros.io.bag_io import BagWriter, read_bag
 
     bag = tmp_path / 'hands_bag'
     with BagWriter(bag, {'/hands/mano': 'hamer_ros/msg/HandMeshArray'}) as writer:
@@ -672,7 +672,7 @@ def test_every_writable_parameter_at_both_ends_of_its_range_while_frames_flow(st
     each, so MediaPipe's video mode tracks with the new thresholds) and just outside (refused), then back to its
     default: the node survives all of it and still answers. detector.min_tracking_confidence = 0.0, once inside
     the declared range, aborted the process in MediaPipe."""
-    from hamer_ros.node import _STRING_CHOICES, PARAMETERS
+    from hamer_ros.ros.node import _STRING_CHOICES, PARAMETERS
 
     node, probe = start({'model': 'small_random', 'diagnostics_period': 0.2})
     node_name = f'/{node.namespace}/hamer_node'

@@ -52,10 +52,10 @@ def _roi(hand: HandMesh):
 
 def _core_frame(image, stamp_ns, boxes_msg):
     """What the plain-Python core computes when HaMeR runs on these boxes alone (fresh tracker, like the node)."""
-    from hamer_ros.external_boxes import detections_from_boxes_msg
+    from hamer_ros.detection.external_boxes import detections_from_boxes_msg
     from hamer_ros.hamer.model import HamerModel
     from hamer_ros.pipeline import HandPipeline
-    from hamer_ros.tracking import HandTracker
+    from hamer_ros.detection.tracking import HandTracker
     from hamer_ros.types import CameraIntrinsics
 
     detections, problems = detections_from_boxes_msg(boxes_msg, image.shape[1], image.shape[0])

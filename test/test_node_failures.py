@@ -21,7 +21,7 @@ rclpy = pytest.importorskip('rclpy', reason='needs the colcon-built environment:
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from visualization_msgs.msg import Marker  # noqa: E402
 
-from hamer_ros.node import HamerNode  # noqa: E402
+from hamer_ros.ros.node import HamerNode  # noqa: E402
 from hamer_ros.overlap import OverlappedPipeline  # noqa: E402
 from hamer_ros.pipeline import HandPipeline  # noqa: E402
 
@@ -152,7 +152,7 @@ def test_a_missing_hand_model_is_an_error_with_the_fix_then_picked_up(start, pho
 # purpose): the failure is raised where a real one would be.
 FAILING_NODE = """
 import sys
-from hamer_ros import node
+from hamer_ros.ros import node
 
 def broken(self):
     raise RuntimeError('simulated defect in the processing thread')

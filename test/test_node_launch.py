@@ -1,6 +1,6 @@
 """The launch file, the parameter file and the RViz config agree with the node.
 
-launch and launch_ros are not on PyPI (ROS2_ENV.md), so the tests of the launch description itself are skipped
+launch and launch_ros are not on PyPI (docs/ros_environment.md), so the tests of the launch description itself are skipped
 here and run on a ROS 2 install (or with their sources on PYTHONPATH); the YAML files are checked everywhere.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _flatten(tree: dict, prefix: str = '') -> dict:
 
 def test_config_lists_every_parameter_with_its_default():
     pytest.importorskip('rclpy', reason='the node module needs the colcon-built environment: . scripts/env.sh')
-    from hamer_ros.node import PARAMETERS
+    from hamer_ros.ros.node import PARAMETERS
 
     config = yaml.safe_load((ROOT / 'config' / 'hamer.yaml').read_text())
     values = _flatten(config['/**']['ros__parameters'])
@@ -45,7 +45,7 @@ def test_config_lists_every_parameter_with_its_default():
 
 def test_docs_describe_every_parameter():
     pytest.importorskip('rclpy', reason='the node module needs the colcon-built environment: . scripts/env.sh')
-    from hamer_ros.node import PARAMETERS
+    from hamer_ros.ros.node import PARAMETERS
 
     docs = (ROOT / 'README.md').read_text()
     missing = [name for name, *_ in PARAMETERS if f'| `{name}` |' not in docs]
@@ -63,7 +63,7 @@ def test_rviz_config_shows_markers_tf_and_overlay():
 
 
 def _load_launch_module():
-    pytest.importorskip('launch_ros', reason='launch_ros is not installable from PyPI (ROS2_ENV.md): this test '
+    pytest.importorskip('launch_ros', reason='launch_ros is not installable from PyPI (docs/ros_environment.md): this test '
                                              'runs on a ROS 2 install')
     spec = importlib.util.spec_from_file_location('hamer_launch', LAUNCH_FILE)
     module = importlib.util.module_from_spec(spec)

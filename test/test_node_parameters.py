@@ -17,7 +17,7 @@ from rclpy.exceptions import InvalidParameterTypeException  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from hamer_ros.hamer.model import HamerModel  # noqa: E402
-from hamer_ros.node import PARAMETERS, HamerNode, model_options, usable_precision  # noqa: E402
+from hamer_ros.ros.node import PARAMETERS, HamerNode, model_options, usable_precision  # noqa: E402
 
 
 @pytest.fixture

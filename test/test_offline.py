@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from hamer_ros import offline
+from hamer_ros.io import offline
 from hamer_ros.pipeline import faces_by_side
 
 from offline_helpers import (damaged_copy, decoded_frames, input_frame, model_frame, png_of_zeros, small_model,
@@ -123,7 +123,7 @@ def test_camera_info_lookup_by_stamp_order(tmp_path):
 
 
 def test_image_size_limit_is_read_from_the_header(tmp_path):
-    from hamer_ros.image_header import declared_image_size
+    from hamer_ros.io.image_header import declared_image_size
 
     big = png_of_zeros(tmp_path / 'big.png', 4000, 3000)        # 12 Mpx > the node's 8.3 Mpx; ~40 kB
     assert big.stat().st_size < 100_000 and declared_image_size(big.read_bytes()) == (4000, 3000)
@@ -196,9 +196,9 @@ def test_camera_info_topic_and_unusable_intrinsics():
 
 @pytest.mark.parametrize('fmt', ['json', 'npz'])
 def test_records_rebuild_the_frame_exactly(tmp_path, model, fmt):
-    from hamer_ros.ros_messages import hand_mesh_array
-    from hamer_ros.tf_frames import hand_transforms
-    from hamer_ros import bag_io
+    from hamer_ros.ros.ros_messages import hand_mesh_array
+    from hamer_ros.ros.tf_frames import hand_transforms
+    from hamer_ros.io import bag_io
 
     frame = model_frame(model)
     frame.dropped.append('left hand track 9: HaMeR output has NaN/inf in betas')
@@ -262,7 +262,7 @@ def test_batching_across_frames_gives_the_hands_of_single_frames(model):
 
 
 def test_meshes_are_closed_and_wound_for_their_side(tmp_path, model):
-    from hamer_ros.mesh_io import read_obj
+    from hamer_ros.io.mesh_io import read_obj
 
     frame = model_frame(model)
     faces = faces_by_side(model.faces)

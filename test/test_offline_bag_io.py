@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from hamer_ros import bag_io
-from hamer_ros.offline import RecordStore, frame_to_record, record_to_frame
+from hamer_ros.io import bag_io
+from hamer_ros.io.offline import RecordStore, frame_to_record, record_to_frame
 from hamer_ros.pipeline import faces_by_side
 
 from offline_helpers import (ROOT, assert_same_message, input_frame, model_frame, run_without_ros,
@@ -44,9 +44,9 @@ def test_stand_ins_behave_like_ros_classes():
 
 def _messages(frame, faces, stamp_frame='camera_optical'):
     """What the offline bag holds for one frame: HandMeshArray, TFMessage, MarkerArray."""
-    from hamer_ros.markers import MarkerBuilder
-    from hamer_ros.ros_messages import hand_mesh_array
-    from hamer_ros.tf_frames import hand_transforms
+    from hamer_ros.ros.markers import MarkerBuilder
+    from hamer_ros.ros.ros_messages import hand_mesh_array
+    from hamer_ros.ros.tf_frames import hand_transforms
 
     header = bag_io.header(frame.stamp_ns, stamp_frame)
     mesh = hand_mesh_array(frame, header, faces)
@@ -83,12 +83,12 @@ def test_without_ros_the_same_messages_come_out(tmp_path):
     store.write('frame', frame_to_record(model_frame(model), input_frame(0), faces))
     code = '''
 import sys
-from hamer_ros import bag_io, message_classes
+from hamer_ros.io import bag_io, message_classes
 assert not message_classes.ROS_CLASSES
-from hamer_ros.markers import MarkerBuilder
-from hamer_ros.offline import RecordStore, record_to_frame
-from hamer_ros.ros_messages import hand_mesh_array
-from hamer_ros.tf_frames import hand_transforms
+from hamer_ros.ros.markers import MarkerBuilder
+from hamer_ros.io.offline import RecordStore, record_to_frame
+from hamer_ros.ros.ros_messages import hand_mesh_array
+from hamer_ros.ros.tf_frames import hand_transforms
 import numpy as np
 store = RecordStore(sys.argv[1], 'npz')
 record = store.read('frame')
@@ -142,7 +142,7 @@ def test_bag_writer_finalises_on_error_and_replaces_old_bag(tmp_path):
 
 def test_killed_writer_leaves_no_half_bag(tmp_path):
     path = tmp_path / 'hands'
-    code = ('import os, sys\nfrom hamer_ros import bag_io\nfrom test_offline_bag_io import _write_some\n'
+    code = ('import os, sys\nfrom hamer_ros.io import bag_io\nfrom test_offline_bag_io import _write_some\n'
             'w = bag_io.BagWriter(sys.argv[1], {"/hands/mano": "hamer_ros/msg/HandMeshArray"})\n'
             '_write_some(w, 4)\nos._exit(9)\n')
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / 'test'), os.environ.get('PYTHONPATH', '')]))

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from hamer_ros import bag_io
+from hamer_ros.io import bag_io
 
 from hamer_test_files import write_small_data_dir
 from offline_helpers import ROOT, run_without_ros, synthetic_image, write_camera_bag
@@ -29,7 +29,7 @@ def test_wheel_without_ros_writes_bags(tmp_path):
     boxes = tmp_path / 'boxes.json'
     boxes.write_text('[{"box_xyxy": [180, 50, 290, 180], "side": "right"}]')
     data_dir = write_small_data_dir(tmp_path / '_DATA')
-    code = ('import sys\nimport hamer_ros\nfrom hamer_ros import bag_io, message_classes\n'
+    code = ('import sys\nimport hamer_ros\nfrom hamer_ros.io import bag_io, message_classes\n'
             'assert hamer_ros.__path__[0].startswith(sys.argv[1]), hamer_ros.__path__\n'
             'print("definitions:", bag_io.message_definition_dir(), "ros classes:", message_classes.ROS_CLASSES)\n'
             'from hamer_ros.cli import main\nsys.exit(main(sys.argv[2:]))\n')

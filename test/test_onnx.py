@@ -8,7 +8,7 @@ ort = pytest.importorskip('onnxruntime')
 
 import onnx  # noqa: E402
 
-from hamer_ros import onnx_export  # noqa: E402
+from hamer_ros.io import onnx_export  # noqa: E402
 from hamer_ros.cli import main  # noqa: E402
 from hamer_ros.hamer.model import HamerModel  # noqa: E402
 from hamer_ros.hamer.preprocess import make_crops  # noqa: E402

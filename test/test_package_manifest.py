@@ -17,7 +17,8 @@ ROSDEP_KEYS = {'tf2_ros': 'tf2_ros_py', 'numpy': 'python3-numpy', 'scipy': 'pyth
                'tqdm': 'python3-tqdm'}
 # Not in rosdep: requirements.txt installs them with pip (module -> pip name); torch is installed first by hand
 # (the build for the machine), onnx/onnxruntime only for the optional export-onnx command.
-PIP_NAMES = {'cv2': 'opencv-python-headless', 'smplx': 'smplx', 'mediapipe': 'mediapipe', 'rosbags': 'rosbags'}
+PIP_NAMES = {'cv2': 'opencv-python-headless', 'smplx': 'smplx', 'mediapipe': 'mediapipe', 'rosbags': 'rosbags',
+             'ai_edge_litert': 'ai-edge-litert'}
 BY_HAND = {'torch', 'onnx', 'onnxruntime'}
 
 def _manifest():
@@ -51,7 +52,7 @@ def test_run_time_packages_are_exec_depends_with_the_right_keys():
 
 def test_no_cv_bridge_and_no_second_opencv():
     everything = {key for keys in _manifest().values() for key in keys}
-    assert 'cv_bridge' not in everything, 'the node converts images itself (hamer_ros.image_conversion)'
+    assert 'cv_bridge' not in everything, 'the node converts images itself (hamer_ros.ros.image_conversion)'
     assert 'python3-opencv' not in everything, 'OpenCV comes from pip (requirements.txt): two cv2 would clash'
     assert not any('cv_bridge' in line for path in (ROOT / 'hamer_ros').rglob('*.py')
                    for line in path.read_text().splitlines() if line.lstrip().startswith(('import', 'from')))
@@ -60,9 +61,9 @@ def test_no_cv_bridge_and_no_second_opencv():
 def test_every_imported_module_is_declared_or_pip_installed():
     manifest = _manifest()
     declared = set(manifest['depend']) | set(manifest['exec_depend'])
-    requirements = {line.split('=')[0].split('>')[0].split('<')[0].strip().lower()
+    requirements = {line.split('#')[0].split('=')[0].split('>')[0].split('<')[0].strip().lower()
                     for line in (ROOT / 'requirements.txt').read_text().splitlines()
-                    if line.strip() and not line.startswith('#')}
+                    if line.split('#')[0].strip()}
     missing = [module for module in sorted(_imported_modules())
                if ROSDEP_KEYS.get(module, module) not in declared and module not in BY_HAND
                and PIP_NAMES.get(module) not in requirements]

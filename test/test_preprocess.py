@@ -80,7 +80,7 @@ def test_batch_equals_single_crops(scene_bgr):
 
 
 def _source_positions(center, size):
-    """Image position each crop pixel samples (SPEC §6.6: x_crop = (x - cx) * 256 / size + 128)."""
+    """Image position each crop pixel samples (docs/model.md §6.6: x_crop = (x - cx) * 256 / size + 128)."""
     grid = np.arange(256, dtype=np.float64)
     xs = (grid - 128) * float(size) / 256 + float(center[0])
     ys = (grid - 128) * float(size) / 256 + float(center[1])
@@ -140,14 +140,14 @@ def test_bad_images_and_sides_are_refused(scene_bgr):
 
 
 def _spec_normalize(patch_bgr):
-    """SPEC §6.7 as the official dataset computes it: BGR -> RGB, CHW, float32 pixels, float64 maths, float32."""
+    """docs/model.md §6.7 as the official dataset computes it: BGR -> RGB, CHW, float32 pixels, float64 maths, float32."""
     rgb = np.transpose(patch_bgr[:, :, ::-1], (2, 0, 1)).astype(np.float32)
     mean, std = 255 * np.array(IMAGE_MEAN_RGB), 255 * np.array(IMAGE_STD_RGB)
     return ((rgb - mean[:, None, None]) / std[:, None, None]).astype(np.float32)
 
 
 def _official_crops(image_bgr, boxes, is_right):
-    """Crops as the official code makes them (SPEC §6.5-7): the WHOLE image blurred with scipy, then mirrored for
+    """Crops as the official code makes them (docs/model.md §6.5-7): the WHOLE image blurred with scipy, then mirrored for
     left hands, warped and normalised. The oracle for make_crops, which blurs only the pixels the warp reads."""
     centers, sizes = crop_boxes(boxes)
     crops = []
@@ -217,7 +217,7 @@ def test_blur_at_some_pixels_equals_scipy_bit_for_bit(crop_side, mirrored):
 
 
 def test_normalisation_follows_the_spec_bit_for_bit():
-    # Unblurred patches are normalised by table lookup, blurred ones per channel: both equal SPEC §6.7's arithmetic.
+    # Unblurred patches are normalised by table lookup, blurred ones per channel: both equal docs/model.md §6.7's arithmetic.
     rng = np.random.default_rng(7)
     levels = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
     levels[0, :256] = np.arange(256, dtype=np.uint8)[:, None]   # every level in every channel

@@ -3,7 +3,7 @@ colours, side view and the landmarks-only drawing."""
 import numpy as np
 import pytest
 
-from hamer_ros import render
+from hamer_ros.io import render
 from hamer_ros.types import CameraIntrinsics, HandDetection, HandReconstruction, HandResult
 
 W, H = 160, 120
@@ -303,7 +303,7 @@ def mano(mano_only_data_dir):
 
 
 def test_left_hand_renders_as_the_mirror_image_of_the_right_one(mano):
-    # HaMeR's left hands are right-hand meshes with x negated (SPEC §7); with the winding reversed they must
+    # HaMeR's left hands are right-hand meshes with x negated (docs/model.md §7); with the winding reversed they must
     # show the same surface, mirrored: same coverage and same shading, column for column.
     verts = mano.v_template.astype(np.float64) - mano.v_template.mean(0)
     right = make_hand(verts, [0.0, 0.0, 0.5], 'right', track_id=1)

@@ -12,12 +12,12 @@ from std_msgs.msg import Header  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from hamer_ros.hamer.mano import OPENPOSE_JOINT_NAMES, OPENPOSE_TO_MANO_JOINT  # noqa: E402
-from hamer_ros.markers import HandMarkers, MarkerBuilder  # noqa: E402
+from hamer_ros.ros.markers import HandMarkers, MarkerBuilder  # noqa: E402
 from hamer_ros.msg import HandMesh, HandMeshArray  # noqa: E402
 from hamer_ros.pipeline import faces_by_side  # noqa: E402
-from hamer_ros.ros_messages import (box_roi, fast_markers_work, hand_mesh_array,  # noqa: E402
+from hamer_ros.ros.ros_messages import (box_roi, fast_markers_work, hand_mesh_array,  # noqa: E402
                                     serialize_hand_markers)
-from hamer_ros.tf_frames import hand_transforms  # noqa: E402
+from hamer_ros.ros.tf_frames import hand_transforms  # noqa: E402
 from hamer_ros.types import CameraIntrinsics, FrameResult, HandResult  # noqa: E402
 
 from node_fakes import fake_detection, fake_reconstruction, random_faces  # noqa: E402
@@ -229,7 +229,7 @@ def test_tf_frames_with_two_hands_of_one_side_and_landmarks_only():
     ('/', None, 'may not be empty'),
 ])
 def test_image_frame_ids_follow_tf2s_rules(frame_id, name, problem):
-    from hamer_ros.tf_frames import frame_id_for_tf
+    from hamer_ros.ros.tf_frames import frame_id_for_tf
 
     got_name, got_problem = frame_id_for_tf(frame_id)
     assert got_name == name
@@ -239,7 +239,7 @@ def test_image_frame_ids_follow_tf2s_rules(frame_id, name, problem):
 @pytest.mark.parametrize('prefix,name', [('hand_', 'hand_'), ('/abs/', 'abs/'), ('robot1/hand_', 'robot1/hand_'),
                                          ('', None), ('//', None)])
 def test_frame_prefixes_follow_tf2s_rules(prefix, name):
-    from hamer_ros.tf_frames import frame_prefix_for_tf
+    from hamer_ros.ros.tf_frames import frame_prefix_for_tf
 
     got, problem = frame_prefix_for_tf(prefix)
     assert got == name and (problem is None) == (name == prefix)

@@ -1,5 +1,5 @@
 """StampOrder: a stream restart once, two clocks on one topic reported once instead of a restart per frame."""
-from hamer_ros.stamp_order import IN_ORDER, MIXING_ENDED, MIXING_STARTED, OUT_OF_ORDER, RESTART, StampOrder
+from hamer_ros.ros.stamp_order import IN_ORDER, MIXING_ENDED, MIXING_STARTED, OUT_OF_ORDER, RESTART, StampOrder
 
 SECOND = 1_000_000_000
 

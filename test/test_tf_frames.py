@@ -7,8 +7,8 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from hamer_ros.hamer import mano as mano_lib
-from hamer_ros.tf_frames import HandFrameNames, hand_transforms, resolve_frame_prefix
-from hamer_ros.tracking import HandTracker
+from hamer_ros.ros.tf_frames import HandFrameNames, hand_transforms, resolve_frame_prefix
+from hamer_ros.detection.tracking import HandTracker
 from hamer_ros.types import CameraIntrinsics, FrameResult, HandDetection, HandReconstruction, HandResult
 
 from node_fakes import fake_detection, fake_reconstruction

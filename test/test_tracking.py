@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from hamer_ros.tracking import HandTracker, box_iou
+from hamer_ros.detection.tracking import HandTracker, box_iou
 from hamer_ros.types import HandDetection
 
 

@@ -8,7 +8,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from hamer_ros import weights
+from hamer_ros.provisioning import weights
 from hamer_ros.cli import main
 from hamer_ros.hamer.model import HamerModel
 

@@ -32,12 +32,12 @@ def _importable(module_name: str):
 
 
 def weights_checks(data_dir: Path):
-    from hamer_ros import weights
+    from hamer_ros.provisioning import weights
     return weights.verify(data_dir)
 
 
 def mediapipe_checks(provision: bool):
-    from hamer_ros.weights import Check
+    from hamer_ros.provisioning.weights import Check
 
     ok, detail = _importable('mediapipe')
     checks = [Check('MediaPipe', ok, f'mediapipe {detail}' if ok else detail,
@@ -76,7 +76,7 @@ def mediapipe_checks(provision: bool):
 
 
 def device_checks():
-    from hamer_ros.weights import Check
+    from hamer_ros.provisioning.weights import Check
 
     ok, detail = _importable('torch')
     checks = [Check('PyTorch', ok, f'torch {detail}' if ok else detail,
@@ -108,7 +108,7 @@ def device_checks():
 
 
 def library_checks():
-    from hamer_ros.weights import Check
+    from hamer_ros.provisioning.weights import Check
 
     checks = []
     for module, what, fix, required in (
@@ -122,7 +122,7 @@ def library_checks():
     ok, detail = _importable('rosbags')
     if ok:
         try:
-            from hamer_ros import bag_io
+            from hamer_ros.io import bag_io
             detail = f'rosbags {detail}; message definitions in {bag_io.message_definition_dir()}'
         except FileNotFoundError as exc:
             ok, detail = False, str(exc)
@@ -132,7 +132,7 @@ def library_checks():
 
 
 def ros_checks():
-    from hamer_ros.weights import Check
+    from hamer_ros.provisioning.weights import Check
 
     source_fix = 'source your ROS 2 setup (e.g. . /opt/ros/jazzy/setup.bash) and the workspace (. install/setup.bash)'
     ok, detail = _importable('rclpy')
@@ -149,14 +149,14 @@ def ros_checks():
               'no tf2_ros: the node publishes tf2_msgs/TFMessage on /tf itself (same wire format)' if tf2_msgs else
               'neither tf2_ros nor tf2_msgs: the node cannot publish TF')
     checks.append(Check('TF', tf2_ros or tf2_msgs, detail, 'install ros-<distro>-tf2-ros', required=False))
-    from hamer_ros import message_classes
+    from hamer_ros.io import message_classes
     checks.append(Check('message classes', True, 'ROS-generated' if message_classes.ROS_CLASSES else
                         'rosbags stand-ins (no ROS here): bags are still written', required=False))
     return checks
 
 
 def run(args) -> int:
-    from hamer_ros import paths, weights
+    from hamer_ros.provisioning import paths, weights
 
     data_dir = (args.data_dir or paths.data_dir()).expanduser()
     sections = [(f'HaMeR weights ({data_dir})', lambda: weights_checks(data_dir)),

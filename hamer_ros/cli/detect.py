@@ -33,7 +33,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from hamer_ros.detection import detection_to_json
     from hamer_ros.detection.factory import detector_from_args
-    from hamer_ros.offline import read_image
+    from hamer_ros.io.offline import read_image
 
     if not args.image.is_file():
         raise MissingFileError(f'image {args.image} does not exist')

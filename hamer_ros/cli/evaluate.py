@@ -121,7 +121,7 @@ class Evaluation:
         import cv2
         from tqdm import tqdm
 
-        from hamer_ros.offline import load_model_or_none
+        from hamer_ros.io.offline import load_model_or_none
         from hamer_ros.pipeline import HandPipeline
 
         args = self.args

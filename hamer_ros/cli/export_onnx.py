@@ -2,7 +2,7 @@
 
 Input `crops` (batch, 3, 256, 256): crops normalized as hamer_ros.hamer.preprocess.make_crops makes them (the
 batch is dynamic). Outputs: pred_cam, pred_cam_t, global_orient, hand_pose, betas, pred_vertices,
-pred_keypoints_3d, pred_keypoints_2d (hamer_ros.onnx_export). The full model's 2.5 GB of weights go to
+pred_keypoints_3d, pred_keypoints_2d (hamer_ros.io.onnx_export). The full model's 2.5 GB of weights go to
 `<out>.data` beside the graph (ONNX external data): keep the two files together.
 
 The graph is always float32: the model is loaded on the CPU in fp32. The other commands' fp16/bf16 (CUDA
@@ -37,7 +37,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import time
 
-    from hamer_ros import onnx_export
+    from hamer_ros.io import onnx_export
     from hamer_ros.hamer.model import HamerModel
 
     try:

@@ -1,7 +1,7 @@
 """`python -m hamer_ros infer INPUT --out DIR`: hand meshes for an image, a folder, a video or a rosbag2 bag.
 
 DIR receives, for every input frame (also frames without a hand or that failed, with the reason):
-  results/<stem>.json|.npz   the frame's record (hamer_ros.offline.frame_to_record: HandMesh fields + status)
+  results/<stem>.json|.npz   the frame's record (hamer_ros.io.offline.frame_to_record: HandMesh fields + status)
   overlays/<stem>.jpg        or overlay.mp4 (`--overlay`), optionally with the side view of the meshes
   meshes/<stem>_hand<i>_<side>.obj   with --save-mesh (camera frame, closed wrist, left hands wound for left)
   hands/                     bag input: an MCAP bag with /hands/mano, /tf, /hands/markers (input stamps)
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f'--batch-size must be at least 1, got {args.batch_size}')
     if args.resume and args.overwrite:
         raise InputError('--resume and --overwrite exclude each other')
-    from hamer_ros.offline import open_source
+    from hamer_ros.io.offline import open_source
 
     if args.max_image_pixels is not None and args.max_image_pixels < 1:
         raise InputError(f'--max-image-pixels must be at least 1, got {args.max_image_pixels}')
@@ -186,7 +186,7 @@ class InferRun:
                 raise SetupError(f'MediaPipe is not installed ({exc}): pip install mediapipe, or give the hands '
                                  'with --boxes FILE') from exc
         if self.source.is_sequence:
-            from hamer_ros.tracking import HandTracker
+            from hamer_ros.detection.tracking import HandTracker
             tracker = HandTracker()
         return HandPipeline(detector, tracker, model)
 
@@ -196,7 +196,7 @@ class InferRun:
         import cv2
         from tqdm import tqdm
 
-        from hamer_ros.offline import HandsBag, OverlayImages, OverlayVideo, RecordStore, load_model_or_none
+        from hamer_ros.io.offline import HandsBag, OverlayImages, OverlayVideo, RecordStore, load_model_or_none
         from hamer_ros.pipeline import faces_by_side
         from hamer_ros.types import CameraIntrinsics
 
@@ -315,13 +315,13 @@ class InferRun:
     # ------------------------------------------------------------------------------------------ outputs
 
     def _overlay(self, item, frame):
-        from hamer_ros.render import render_overlay
+        from hamer_ros.io.render import render_overlay
 
         return render_overlay(item.image, frame.hands, frame.intrinsics, self.model_faces,
                               side_view=self.args.side_view)
 
     def _write_outputs(self, item, frame, fresh: bool) -> None:
-        from hamer_ros.offline import write_meshes
+        from hamer_ros.io.offline import write_meshes
 
         if self.overlays is not None and (fresh or not self.overlays.exists(item.stem)):
             self.overlays.write(item.stem, self._overlay(item, frame))
@@ -331,7 +331,7 @@ class InferRun:
             self.bag.write(frame, item.frame_id, item.log_time_ns)
 
     def _emit(self, item, frame, timings) -> None:
-        from hamer_ros.offline import frame_to_record
+        from hamer_ros.io.offline import frame_to_record
 
         self._write_outputs(item, frame, fresh=True)
         record = frame_to_record(frame, item, self.faces, self.mode, timings)
@@ -341,7 +341,7 @@ class InferRun:
     def _finished(self, item):
         """(record, frame) of a frame an earlier run finished; (None, None) when it must be computed: no usable
         record (unreadable, damaged, of another frame) or a failed one (failures are tried again)."""
-        from hamer_ros.offline import RECORD_FORMAT, record_to_frame
+        from hamer_ros.io.offline import RECORD_FORMAT, record_to_frame
 
         try:
             record = self.store.read(item.stem)
@@ -370,7 +370,7 @@ class InferRun:
         self._count(record)
 
     def _emit_failed(self, item, error: str) -> None:
-        from hamer_ros.offline import OverlayVideo, failed_record
+        from hamer_ros.io.offline import OverlayVideo, failed_record
 
         if isinstance(self.overlays, OverlayVideo):     # keep one picture per input frame
             self.overlays.write(item.stem, self.overlays.blank(f'frame {item.key}: {error}'))

@@ -81,10 +81,10 @@ def run(args) -> int:
     import numpy as np
 
     from hamer_ros.detection.factory import detector_from_args
-    from hamer_ros.offline import OverlayVideo, capture_fps, load_model_or_none
+    from hamer_ros.io.offline import OverlayVideo, capture_fps, load_model_or_none
     from hamer_ros.pipeline import HandPipeline
-    from hamer_ros.render import render_overlay
-    from hamer_ros.tracking import HandTracker
+    from hamer_ros.io.render import render_overlay
+    from hamer_ros.detection.tracking import HandTracker
 
     if not args.headless:
         try:

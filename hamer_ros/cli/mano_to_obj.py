@@ -1,8 +1,9 @@
 """`python -m hamer_ros mano-to-obj`: the MANO template hand (optionally reshaped by betas) as an OBJ file.
 
 MANO comes from, in this order: --mano (MANO_RIGHT.pkl), --checkpoint (its ``mano.*`` buffers), or the data
-folder (--data-dir, default `hamer_ros.paths.data_dir()`): its checkpoint's buffers when it carries them —
-they are what HaMeR itself uses (SPEC §1.1) — else its data/mano/MANO_RIGHT.pkl.
+folder (--data-dir, default `hamer_ros.provisioning.paths.data_dir()`): its checkpoint's buffers when it carries them
+—
+they are what HaMeR itself uses (docs/model.md §1.1) — else its data/mano/MANO_RIGHT.pkl.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def load_mano_from_args(args: argparse.Namespace):
 
 def _load_mano(args: argparse.Namespace):
     """The ManoData the source arguments name; FileNotFoundError saying what to do when there is none."""
-    from hamer_ros import paths
+    from hamer_ros.provisioning import paths
     from hamer_ros.hamer import checkpoint as ckpt_io
     from hamer_ros.hamer import mano as mano_lib
 
@@ -91,15 +92,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hamer_ros.hamer.mano import closed_faces, faces_for_side
-    from hamer_ros.mesh_io import write_obj
-    from hamer_ros.render import vertex_normals
+    from hamer_ros.io.mesh_io import write_obj
+    from hamer_ros.io.render import vertex_normals
 
     mano = load_mano_from_args(args)
     vertices, _ = template_hand(mano, args.betas)
     faces = closed_faces(mano.faces) if args.closed else mano.faces
     is_right = args.side == 'right'
     if not is_right:
-        vertices = vertices * [-1.0, 1.0, 1.0]   # SPEC §7: left hands are mirrored right hands
+        vertices = vertices * [-1.0, 1.0, 1.0]   # docs/model.md §7: left hands are mirrored right hands
     faces = faces_for_side(faces, is_right)
     normals = vertex_normals(vertices, faces) if args.normals else None
     betas = ' '.join(f'{b:g}' for b in args.betas) or 'mean shape'

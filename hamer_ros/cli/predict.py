@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from hamer_ros.hamer.model import HamerModel
-    from hamer_ros.offline import read_image
+    from hamer_ros.io.offline import read_image
     from hamer_ros.types import CameraIntrinsics, HandDetection
 
     if not args.image.is_file():

@@ -26,7 +26,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from hamer_ros import paths, weights
+    from hamer_ros.provisioning import paths, weights
 
     data_dir = (args.data_dir or paths.data_dir()).expanduser()
     if not args.verify_only:
@@ -55,7 +55,7 @@ def run(args) -> int:
 
 def _provision_hand_model(build: bool):
     """The MediaPipe hand model too is provisioned here, at set-up time: the node never fetches anything."""
-    from hamer_ros.weights import Check
+    from hamer_ros.provisioning.weights import Check
 
     try:
         from hamer_ros.detection.model import ensure_hand_landmarker_model

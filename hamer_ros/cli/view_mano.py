@@ -1,8 +1,8 @@
 """`python -m hamer_ros view-mano`: a PNG of the MANO template hand with its 21 joints drawn and labelled.
 
 The hand is shown upright (wrist at the bottom, middle finger up) seen from the palm (thumb to the right for a
-right hand) or from the back, rendered by `hamer_ros.render`; joint numbers sit next to the joints and a
-legend beside the image names them (OpenPose order, SPEC §4). MANO sources as for mano-to-obj.
+right hand) or from the back, rendered by `hamer_ros.io.render`; joint numbers sit next to the joints and a
+legend beside the image names them (OpenPose order, docs/model.md §4). MANO sources as for mano-to-obj.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
-    from hamer_ros import render
+    from hamer_ros.io import render
     from hamer_ros.cli.mano_to_obj import load_mano_from_args, template_hand
     from hamer_ros.hamer.camera import project_points
     from hamer_ros.hamer.mano import OPENPOSE_JOINT_NAMES, closed_faces

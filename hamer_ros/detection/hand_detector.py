@@ -1,6 +1,6 @@
 """Hands in one image with MediaPipe's Tasks `HandLandmarker`: tight boxes, sides and the 21 landmarks.
 
-Conventions (shared MEDIAPIPE.md notes, "Handedness"): the Tasks label is the subject's own hand for a normal,
+Conventions (shared docs/mediapipe.md notes, "Handedness"): the Tasks label is the subject's own hand for a normal,
 non-mirrored camera; a horizontally mirrored (selfie) stream inverts it, which `mirrored=True` undoes. The label is
 read from `category_name`, never from `index` (the numbering differs between MediaPipe APIs).
 
@@ -143,7 +143,7 @@ class HandDetector:
         self._video_hands_before = 0
 
     def close(self) -> None:
-        # Unclosed landmarkers make mediapipe 1.2.2 print a TypeError at interpreter exit (MEDIAPIPE.md).
+        # Unclosed landmarkers make mediapipe 1.2.2 print a TypeError at interpreter exit (docs/mediapipe.md).
         for landmarker in (self._landmarker, self._image_landmarker):
             if landmarker is not None:
                 landmarker.close()

@@ -1,7 +1,7 @@
 """The MediaPipe hand landmarker model (`hand_landmarker.task`): a user's file, or one the project builds itself.
 
 Newer mediapipe wheels ship no model, and the usual web download is not available to this project, so the
-bundle is built from a registry package (shared MEDIAPIPE.md notes, "Versions and the model"):
+bundle is built from a registry package (shared docs/mediapipe.md notes, "Versions and the model"):
 
 * a `.task` bundle is a plain zip with two members of fixed names, `hand_detector.tflite` and
   `hand_landmarks_detector.tflite`;
@@ -13,7 +13,7 @@ The wheel is only read, never installed (it pins numpy<2 and pulls jax). Where t
 
 | what | where |
 |---|---|
-| the bundle | `hamer_ros.paths.cache_dir() / 'mediapipe' / 'hand_landmarker.task'` (`HAMER_ROS_CACHE_DIR` moves it) |
+| the bundle | `hamer_ros.provisioning.paths.cache_dir() / 'mediapipe' / 'hand_landmarker.task'` (`HAMER_ROS_CACHE_DIR` moves it) |
 | the wheel it came from | the same folder, kept so that a damaged bundle can be rebuilt without the network |
 
 Both members are checked against the SHA-256 recorded below whenever the cached bundle is used, so a damaged or
@@ -33,9 +33,9 @@ import zipfile
 from pathlib import Path
 from typing import Dict, Optional, Union
 
-from hamer_ros import paths
+from hamer_ros.provisioning import paths
 from hamer_ros.errors import InputError, MissingFileError, SetupError
-from hamer_ros.package_files import pip_download
+from hamer_ros.provisioning.package_files import pip_download
 
 log = logging.getLogger(__name__)
 

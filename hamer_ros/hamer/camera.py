@@ -1,6 +1,6 @@
 """From HaMeR's crop camera to a real camera: the hand's translation, its rotation, and pinhole projection.
 
-HaMeR predicts a weak-perspective camera ``pred_cam = (s, tx, ty)`` for the 256x256 crop (SPEC §5): seen through
+HaMeR predicts a weak-perspective camera ``pred_cam = (s, tx, ty)`` for the 256x256 crop (docs/model.md §5): seen through
 the crop, a hand-centred point (X, Y) at depth ~0 lands at the normalised crop position ``s*(X + tx)/2``
 (crop units: the crop side is 1), i.e. at the image pixel ``box_center + box_size * s * (X + tx) / 2``.
 
@@ -13,7 +13,7 @@ full image: the projection of the hand's origin lands on that pixel and one metr
     ty_cam = (f / fy) * (2 (box_cy - cy) / bs + ty)
 
 Check: ``fx * tx_cam / tz + cx = box_cx + bs * tx / 2``. With square pixels (fx = fy = f) the ratios are 1 and
-this is the official ``cam_crop_to_full`` (hamer/utils/renderer.py; SPEC §5.3) with the principal point in place
+this is the official ``cam_crop_to_full`` (hamer/utils/renderer.py; docs/model.md §5.3) with the principal point in place
 of the image centre; with `CameraIntrinsics.hamer_default` it reproduces the official numbers exactly (same
 float32 operations). With non-square pixels a square crop cannot match both axes at one depth; the geometric-mean
 focal keeps the hand's area, and the hand's origin still projects exactly onto the box position.
@@ -46,7 +46,7 @@ from hamer_ros.types import CameraIntrinsics
 def cam_crop_to_full(pred_cam, centers, sizes, intrinsics: CameraIntrinsics) -> np.ndarray:
     """Camera-frame translation (N, 3) float32 of each hand: camera-frame points = hand points + cam_t.
 
-    pred_cam: (N, 3) raw network (s, tx, ty) with tx already negated for left hands (SPEC §5.3, §7);
+    pred_cam: (N, 3) raw network (s, tx, ty) with tx already negated for left hands (docs/model.md §5.3, §7);
     centers: (N, 2) unmirrored crop centres and sizes: (N,) crop sides, pixels, as `make_crops` returns them.
     """
     pred_cam = np.asarray(pred_cam, dtype=np.float32).reshape(-1, 3)

@@ -1,6 +1,6 @@
 """Finding and reading HaMeR's files without executing anything from them.
 
-Layout (the official ``_DATA`` folder, SPEC §1)::
+Layout (the official ``_DATA`` folder, docs/model.md §1)::
 
     <data_dir>/hamer_ckpts/checkpoints/hamer.ckpt    Lightning checkpoint (only ``state_dict`` is used)
     <data_dir>/hamer_ckpts/model_config.yaml         read from two levels above the .ckpt, like the official code
@@ -31,7 +31,7 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
-from hamer_ros import paths
+from hamer_ros.provisioning import paths
 from hamer_ros.errors import UserError
 from hamer_ros.hamer import untrusted
 from hamer_ros.hamer.network import HamerNetwork, NetworkConfig
@@ -48,7 +48,7 @@ class CheckpointError(UserError, ValueError):
     """A checkpoint or model_config.yaml that cannot be used; the message names the file and what to do."""
 
 
-# state_dict prefixes inference uses (SPEC §1.1); everything else (discriminator.*, initialized) is training-only.
+# state_dict prefixes inference uses (docs/model.md §1.1); everything else (discriminator.*, initialized) is training-only.
 INFERENCE_PREFIXES = ('backbone.', 'mano_head.', 'mano.')
 
 
@@ -65,7 +65,7 @@ def resolve_data_files(data_dir: Optional[PathLike] = None, checkpoint: Optional
     """Finds the checkpoint, its model_config.yaml and MANO_RIGHT.pkl.
 
     `checkpoint` / `mano` (a .pkl or the folder holding MANO_RIGHT.pkl) override the files of `data_dir`;
-    `data_dir` defaults to `hamer_ros.paths.data_dir()`.
+    `data_dir` defaults to `hamer_ros.provisioning.paths.data_dir()`.
     """
     root = Path(data_dir).expanduser() if data_dir is not None else paths.data_dir()
     if checkpoint is not None:
@@ -80,7 +80,7 @@ def resolve_data_files(data_dir: Optional[PathLike] = None, checkpoint: Optional
                 f'{CHECKPOINT_IN_DATA_DIR}), or name another data folder: node parameter data_dir (launch '
                 'argument data_dir:=DIR), --data-dir DIR of the commands (or their --checkpoint FILE), or '
                 'HAMER_ROS_DATA_DIR for all of them')
-    # The official loader reads the config next to `checkpoints/`, not next to the .ckpt (SPEC §1).
+    # The official loader reads the config next to `checkpoints/`, not next to the .ckpt (docs/model.md §1).
     config = ckpt.parent.parent / MODEL_CONFIG_NAME
     if mano is not None:
         mano_pkl = Path(mano).expanduser()
@@ -308,9 +308,9 @@ def load_network(checkpoint: Checkpoint, config: NetworkConfig, config_source: s
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """What the inference code takes from model_config.yaml (SPEC §1; defaults = the released file)."""
+    """What the inference code takes from model_config.yaml (docs/model.md §1; defaults = the released file)."""
     network: NetworkConfig = NetworkConfig()
-    focal_length: float = 5000.0                           # EXTRA.FOCAL_LENGTH, crop camera focal (SPEC §5)
+    focal_length: float = 5000.0                           # EXTRA.FOCAL_LENGTH, crop camera focal (docs/model.md §5)
     image_mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)   # MODEL.IMAGE_MEAN, RGB
     image_std: Tuple[float, float, float] = (0.229, 0.224, 0.225)    # MODEL.IMAGE_STD, RGB
     source: str = 'the released model_config.yaml values (no model_config.yaml found)'
@@ -320,7 +320,7 @@ class ModelSettings:
         return self.network.image_size
 
 
-# Settings with only one supported value: the official defaults that the released yaml leaves unset (SPEC §1).
+# Settings with only one supported value: the official defaults that the released yaml leaves unset (docs/model.md §1).
 _FIXED_SETTINGS = {
     ('MODEL', 'BACKBONE', 'TYPE'): 'vit',
     ('MODEL', 'MANO_HEAD', 'TYPE'): 'transformer_decoder',

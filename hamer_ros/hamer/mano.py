@@ -1,6 +1,6 @@
 """MANO for HaMeR inference: loading the model safely and evaluating it with smplx's skinning.
 
-The model can come from two places (SPEC §1.1, §4):
+The model can come from two places (docs/model.md §1.1, §4):
 
 * the checkpoint's own ``mano.*`` buffers (`mano_from_state_dict`) — they override the pkl in the official
   code, so with them MANO_RIGHT.pkl is not needed at all;
@@ -191,7 +191,7 @@ class _MANOUnpickler(pickle.Unpickler):
     """Builds only numpy arrays, scipy sparse matrices and chumpy placeholders; refuses every other global."""
 
     def __init__(self, file, source: str):
-        super().__init__(file, encoding='latin1')   # Python-2 pickle (SPEC §4)
+        super().__init__(file, encoding='latin1')   # Python-2 pickle (docs/model.md §4)
         self._source = source
         self._allowed = _allowed_globals()
 
@@ -283,7 +283,7 @@ def load_mano_pkl(path: Union[str, Path]) -> ManoData:
 _STATE_DICT_KEYS = {'v_template': 'mano.v_template', 'shapedirs': 'mano.shapedirs', 'posedirs': 'mano.posedirs',
                     'J_regressor': 'mano.J_regressor', 'parents': 'mano.parents',
                     'lbs_weights': 'mano.lbs_weights', 'faces': 'mano.faces_tensor'}
-# Constants HaMeR also stores; when present they must agree with ours (SPEC §1.1).
+# Constants HaMeR also stores; when present they must agree with ours (docs/model.md §1.1).
 _STATE_DICT_CONSTANTS = {'mano.extra_joints_idxs': FINGERTIP_VERTEX_IDS, 'mano.joint_map': JOINT_MAP}
 
 
@@ -335,7 +335,7 @@ class ManoLayer(torch.nn.Module):
         dtype = self.v_template.dtype
         full_pose = torch.cat([global_orient.reshape(batch, 1, 3, 3).to(dtype),
                                hand_pose.reshape(batch, NUM_JOINTS - 1, 3, 3).to(dtype)], dim=1)
-        # MANO always runs in float32 as in the official model (SPEC §4), also under a caller's autocast.
+        # MANO always runs in float32 as in the official model (docs/model.md §4), also under a caller's autocast.
         with torch.autocast(device_type=self.v_template.device.type, enabled=False):
             vertices, joints = lbs(betas.to(dtype), full_pose, self.v_template, self.shapedirs, self.posedirs,
                                    self.J_regressor, self.parents, self.lbs_weights, pose2rot=False)
@@ -350,7 +350,7 @@ class ManoLayer(torch.nn.Module):
 
 def mirror_rotations(rotations):
     """``M R M`` with ``M = diag(-1, 1, 1)`` (numpy or torch, (..., 3, 3)): a rotation of the mirrored
-    (right-hand) crop frame expressed in the image frame of a left hand (SPEC §7)."""
+    (right-hand) crop frame expressed in the image frame of a left hand (docs/model.md §7)."""
     if isinstance(rotations, torch.Tensor):
         return rotations * torch.as_tensor(_MIRROR_SIGNS, dtype=rotations.dtype, device=rotations.device)
     rotations = np.asarray(rotations)

@@ -10,12 +10,12 @@ real camera, where a crop at the image edge looks ~28 deg off axis. ``off`` is t
 (``camera.cam_crop_to_full``: translation only), reproducing the official numbers. ``auto`` (default): ``on`` for
 intrinsics from a CameraInfo, ``off`` for HaMeR's default camera (whose crops are all within ~2 deg of the axis).
 
-Left hands (SPEC §7): the network only ever sees right hands — a left hand is cropped from the mirrored image —
+Left hands (docs/model.md §7): the network only ever sees right hands — a left hand is cropped from the mirrored image —
 so its raw outputs live in that mirrored frame. `predict` returns left hands as left hands in the image frame:
 x of vertices and keypoints negated, rotations ``M R M`` with ``M = diag(-1, 1, 1)``, and ``tx`` negated
 before `cam_crop_to_full`, as the official demo does. ``pred_cam`` is kept raw (mirrored frame).
 
-Precision: ``fp32`` (reference; on CUDA with TensorFloat-32 off, SPEC §8), ``bf16``/``fp16`` (CUDA autocast:
+Precision: ``fp32`` (reference; on CUDA with TensorFloat-32 off, docs/model.md §8), ``bf16``/``fp16`` (CUDA autocast:
 the network in half precision, MANO and the camera in float32), ``bf16`` on the CPU (the ViT's and the head
 decoder's Linear weights converted to bfloat16 once at load, `network.to_bfloat16_`; only on CPUs with native
 bf16 — AMX or AVX512_BF16 — elsewhere a warning and fp32), ``int8`` (CPU: dynamic quantisation of the
@@ -102,7 +102,7 @@ def cpu_bf16_problem() -> Optional[str]:
 
 
 class HamerCore(nn.Module):
-    """Normalized crops -> the outputs of the official ``HAMER.forward`` (SPEC §2-5), same names.
+    """Normalized crops -> the outputs of the official ``HAMER.forward`` (docs/model.md §2-5), same names.
 
     A plain module (network + MANO + crop camera), so it can also be traced or exported.
     """
@@ -120,7 +120,7 @@ class HamerCore(nn.Module):
         hand = self.mano(global_orient, hand_pose, betas)
         batch = crops.shape[0]
         focal = torch.full((batch, 2), self.focal_length, dtype=torch.float32, device=crops.device)
-        # Crop camera: depth from the weak-perspective scale (SPEC §5, hamer.py L114-139).
+        # Crop camera: depth from the weak-perspective scale (docs/model.md §5, hamer.py L114-139).
         pred_cam_t = torch.stack([pred_cam[:, 1], pred_cam[:, 2],
                                   2 * focal[:, 0] / (image_size * pred_cam[:, 0] + 1e-9)], dim=-1)
         points = hand['keypoints_3d'] + pred_cam_t[:, None]
@@ -178,7 +178,7 @@ class HamerModel:
                 raise InputError(f'threads must be >= 1, got {threads}')
             torch.set_num_threads(threads)   # process-wide: PyTorch has one intra-op pool
         if self.device.type == 'cuda' and precision == 'fp32':
-            # Reference-exact float32: no TensorFloat-32 matmuls/convolutions (SPEC §8).
+            # Reference-exact float32: no TensorFloat-32 matmuls/convolutions (docs/model.md §8).
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
         if precision == 'bf16' and self.device.type == 'cpu':
@@ -230,7 +230,7 @@ class HamerModel:
         """The official model from a `_DATA`-style folder and/or explicit files (see ``checkpoint.py``).
 
         MANO comes from the checkpoint's ``mano.*`` buffers when it has them — in the official model they
-        override MANO_RIGHT.pkl (SPEC §1.1) — otherwise from MANO_RIGHT.pkl.
+        override MANO_RIGHT.pkl (docs/model.md §1.1) — otherwise from MANO_RIGHT.pkl.
         """
         with file_errors_are_user_errors():     # the loaders name the file and say what is wrong with it
             files = ckpt_io.resolve_data_files(data_dir, checkpoint, mano)
@@ -274,7 +274,7 @@ class HamerModel:
         return f'{self._description} on {self.device}, {self.precision}{extras}, {torch.get_num_threads()} CPU threads'
 
     def default_intrinsics(self, width: int, height: int) -> CameraIntrinsics:
-        """The official demo's camera (SPEC §5.2): focal FOCAL_LENGTH / IMAGE_SIZE * max(W, H), centre W/2, H/2
+        """The official demo's camera (docs/model.md §5.2): focal FOCAL_LENGTH / IMAGE_SIZE * max(W, H), centre W/2, H/2
         (= `CameraIntrinsics.hamer_default` for the released config)."""
         focal = self.settings.focal_length / self.settings.image_size * max(width, height)
         return CameraIntrinsics(focal, focal, width / 2.0, height / 2.0, from_camera_info=False)
@@ -439,7 +439,7 @@ def hands_in_camera(raw: Dict[str, np.ndarray], centers: np.ndarray, sizes: np.n
                     camera: CameraIntrinsics, perspective_correction: bool) -> List[HandReconstruction]:
     """Network outputs of one image's crops (`HamerCore` names; `centers`, `sizes` from `make_crops`) -> hands in
     the image frame and the camera: official placement, or perspective-correct (module docstring)."""
-    # Back from the mirrored crop frame for left hands (SPEC §7): x -> -x.
+    # Back from the mirrored crop frame for left hands (docs/model.md §7): x -> -x.
     sign = np.where(is_right, 1.0, -1.0).astype(np.float32)
     mirror_x = np.stack([sign, np.ones_like(sign), np.ones_like(sign)], axis=-1)[:, None, :]
     vertices = raw['pred_vertices'] * mirror_x

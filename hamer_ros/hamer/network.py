@@ -1,4 +1,4 @@
-"""The HaMeR network: ViT-H backbone (SPEC §2) and transformer-decoder MANO head (SPEC §3).
+"""The HaMeR network: ViT-H backbone (docs/model.md §2) and transformer-decoder MANO head (docs/model.md §3).
 
 Module and parameter names follow the official ``HAMER`` module, so the checkpoint's ``backbone.*`` and
 ``mano_head.*`` entries load into `HamerNetwork` as they are (``load_state_dict(..., assign=True)``; see
@@ -22,17 +22,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BACKBONE_LAYER_NORM_EPS = 1e-6   # every ViT LayerNorm (SPEC §2)
-HEAD_LAYER_NORM_EPS = 1e-5       # torch default, the decoder's LayerNorms (SPEC §3)
+BACKBONE_LAYER_NORM_EPS = 1e-6   # every ViT LayerNorm (docs/model.md §2)
+HEAD_LAYER_NORM_EPS = 1e-5       # torch default, the decoder's LayerNorms (docs/model.md §3)
 
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Sizes of the network. The defaults are the released HaMeR model (SPEC §2-3)."""
+    """Sizes of the network. The defaults are the released HaMeR model (docs/model.md §2-3)."""
     image_size: int = 256          # square crop fed to the model
-    backbone_width: int = 192      # the backbone sees crop columns 32..223 (SPEC §2 "input cut")
+    backbone_width: int = 192      # the backbone sees crop columns 32..223 (docs/model.md §2 "input cut")
     patch_size: int = 16
-    patch_padding: int = 2         # 4 + 2*(ratio//2 - 1) with ratio 1 (SPEC §2)
+    patch_padding: int = 2         # 4 + 2*(ratio//2 - 1) with ratio 1 (docs/model.md §2)
     embed_dim: int = 1280
     depth: int = 32
     num_heads: int = 16
@@ -65,7 +65,7 @@ class NetworkConfig:
 
     @property
     def pose_6d_size(self) -> int:
-        return 6 * (self.num_hand_joints + 1)   # '6d' joint representation, root included (SPEC §3)
+        return 6 * (self.num_hand_joints + 1)   # '6d' joint representation, root included (docs/model.md §3)
 
     def flops_per_crop(self) -> int:
         """Multiply-adds x 2 of one crop's forward pass (matmuls and convolution only; the rest is <0.5 %)."""
@@ -135,7 +135,7 @@ class ViTAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
-        # [q | k | v], each split into contiguous heads (SPEC §2 "Attention")
+        # [q | k | v], each split into contiguous heads (docs/model.md §2 "Attention")
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v)   # softmax(q k^T / sqrt(head_dim)) v
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
@@ -145,7 +145,7 @@ class ViTMlp(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         self.fc1 = Linear(dim, hidden)
-        self.act = nn.GELU()   # exact erf form (SPEC §2)
+        self.act = nn.GELU()   # exact erf form (docs/model.md §2)
         self.fc2 = Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,7 +179,7 @@ class ViTBackbone(nn.Module):
         x = self.patch_embed(x)
         if debug is not None:
             debug['debug_patch_embed'] = x
-        # Row 0 of pos_embed (the unused "cls" slot) is added to every token (SPEC §2 "Position embedding").
+        # Row 0 of pos_embed (the unused "cls" slot) is added to every token (docs/model.md §2 "Position embedding").
         x = x + self.pos_embed[:, 1:] + self.pos_embed[:, :1]
         for index, block in enumerate(self.blocks):
             x = block(x)
@@ -197,7 +197,7 @@ class PreNorm(nn.Module):
         self.fn = fn
 
     def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
-        return self.fn(self.norm(x), **kwargs)   # the context is not normalized (SPEC §3)
+        return self.fn(self.norm(x), **kwargs)   # the context is not normalized (docs/model.md §3)
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -266,7 +266,7 @@ class DecoderLayers(nn.Module):
 
 
 class TokenDecoder(nn.Module):
-    """One query token (made from a zero input, SPEC §3 'TRANSFORMER_INPUT zero') attending to the image."""
+    """One query token (made from a zero input, docs/model.md §3 'TRANSFORMER_INPUT zero') attending to the image."""
 
     def __init__(self, cfg: NetworkConfig):
         super().__init__()
@@ -287,7 +287,7 @@ class ManoHead(nn.Module):
         self.decpose = Linear(cfg.decoder_dim, cfg.pose_6d_size)
         self.decshape = Linear(cfg.decoder_dim, cfg.num_betas)
         self.deccam = Linear(cfg.decoder_dim, 3)
-        # Mean parameters the predictions are offsets from (SPEC §3 read-out); values come from the checkpoint.
+        # Mean parameters the predictions are offsets from (docs/model.md §3 read-out); values come from the checkpoint.
         self.register_buffer('init_hand_pose', torch.zeros(1, cfg.pose_6d_size))
         self.register_buffer('init_betas', torch.zeros(1, cfg.num_betas))
         self.register_buffer('init_cam', torch.zeros(1, 3))
@@ -303,7 +303,7 @@ class ManoHead(nn.Module):
 
 def rotation_6d_to_matrix(x: torch.Tensor) -> torch.Tensor:
     """(..., 6) -> (..., 3, 3): Gram-Schmidt on the two 3-vectors, which become the first two columns
-    (SPEC §3 '6D -> rotation')."""
+    (docs/model.md §3 '6D -> rotation')."""
     a1, a2 = x[..., 0:3], x[..., 3:6]
     b1 = F.normalize(a1, dim=-1)
     b2 = F.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1)
@@ -312,7 +312,7 @@ def rotation_6d_to_matrix(x: torch.Tensor) -> torch.Tensor:
 
 
 class HamerNetwork(nn.Module):
-    """crops (B, 3, 256, 256), normalized -> MANO rotations, betas and the crop camera (SPEC §2-3)."""
+    """crops (B, 3, 256, 256), normalized -> MANO rotations, betas and the crop camera (docs/model.md §2-3)."""
 
     def __init__(self, cfg: NetworkConfig = NetworkConfig()):
         super().__init__()

@@ -1,6 +1,6 @@
 """HaMeR's network input: square crops around hand boxes, exactly as the official ViTDetDataset makes them.
 
-SPEC §6: box rescaled by 2.0 and widened to the 192x256 aspect (float32 arithmetic, NumPy-2 promotion), image
+docs/model.md §6: box rescaled by 2.0 and widened to the 192x256 aspect (float32 arithmetic, NumPy-2 promotion), image
 blurred when the crop shrinks by more than 2.2x (float64, kept unrounded), left hands mirrored, cv2 affine warp to
 256x256 with a zero border, BGR -> RGB, ImageNet normalisation. Calling cv2 the same way as the official code, and
 repeating scipy's blur arithmetic at the pixels the warp reads, keeps the crops bit-exact with it.
@@ -13,13 +13,13 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-IMAGE_SIZE = 256                    # MODEL.IMAGE_SIZE of the released config (SPEC §1)
-BBOX_SHAPE_WH = (192, 256)          # MODEL.BBOX_SHAPE added by load_hamer (SPEC §1)
-DEFAULT_RESCALE = 2.0               # demo.py --rescale_factor (SPEC §6.2)
-BLUR_TRUNCATE = 4.0                 # skimage.filters.gaussian's truncate (SPEC §6.5)
+IMAGE_SIZE = 256                    # MODEL.IMAGE_SIZE of the released config (docs/model.md §1)
+BBOX_SHAPE_WH = (192, 256)          # MODEL.BBOX_SHAPE added by load_hamer (docs/model.md §1)
+DEFAULT_RESCALE = 2.0               # demo.py --rescale_factor (docs/model.md §6.2)
+BLUR_TRUNCATE = 4.0                 # skimage.filters.gaussian's truncate (docs/model.md §6.5)
 IMAGE_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGE_STD_RGB = (0.229, 0.224, 0.225)
-_MEAN_255 = 255.0 * np.array(IMAGE_MEAN_RGB)   # float64, as the dataset keeps them (SPEC §6.7)
+_MEAN_255 = 255.0 * np.array(IMAGE_MEAN_RGB)   # float64, as the dataset keeps them (docs/model.md §6.7)
 _STD_255 = 255.0 * np.array(IMAGE_STD_RGB)
 # The normalised value of every 8-bit level, per channel in BGR order, by the very float64 arithmetic of
 # `_normalize`: looking a uint8 patch up in it is bit-exact and ~6x faster than computing it per pixel.
@@ -27,7 +27,7 @@ _LEVELS_BGR = ((np.arange(256, dtype=np.float32)[:, None] - _MEAN_255[::-1]) / _
 
 
 def crop_boxes(boxes_xyxy, rescale: float = DEFAULT_RESCALE) -> Tuple[np.ndarray, np.ndarray]:
-    """Crop centres (N,2) and square crop sides (N,) in pixels, float32 (SPEC §6.3-4)."""
+    """Crop centres (N,2) and square crop sides (N,) in pixels, float32 (docs/model.md §6.3-4)."""
     rescale = float(rescale)   # a Python float, so it does not widen the float32 arithmetic below
     boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
     if not np.all(np.isfinite(boxes)):
@@ -52,13 +52,13 @@ def crop_boxes(boxes_xyxy, rescale: float = DEFAULT_RESCALE) -> Tuple[np.ndarray
 
 
 def crop_box(box_xyxy, rescale: float = DEFAULT_RESCALE) -> Tuple[np.ndarray, np.float32]:
-    """Crop centre (2,) and square crop side of one box, float32 (SPEC §6.3-4)."""
+    """Crop centre (2,) and square crop side of one box, float32 (docs/model.md §6.3-4)."""
     centers, sizes = crop_boxes(np.asarray(box_xyxy).reshape(1, 4), rescale)
     return centers[0], sizes[0]
 
 
 def blur_sigma(crop_size: float) -> Optional[np.float32]:
-    """Anti-aliasing sigma for a crop of this side, or None when no blur is applied (SPEC §6.5)."""
+    """Anti-aliasing sigma for a crop of this side, or None when no blur is applied (docs/model.md §6.5)."""
     # Kept float32 as in the official code: scipy builds its kernel in the dtype of sigma, so a Python float
     # would change the blurred pixels in the last bits.
     downsampling = np.float32(crop_size) * 1.0 / IMAGE_SIZE / 2.0
@@ -72,7 +72,7 @@ def make_crops(image_bgr: np.ndarray, boxes_xyxy, is_right: Sequence[bool],
     """Network inputs for N hands of one image.
 
     image_bgr: (H, W, 3) uint8 BGR (cv2.imread order). boxes_xyxy: (N, 4) tight hand boxes in pixels.
-    is_right: (N,) the subject's right hand; left hands are cropped from the mirrored image (SPEC §6.6).
+    is_right: (N,) the subject's right hand; left hands are cropped from the mirrored image (docs/model.md §6.6).
     Returns crops (N, 3, 256, 256) float32 normalised RGB, centres (N, 2) float32 (unmirrored) and crop sides
     (N,) float32. Where the official code blurs the whole image, only the pixels the warp reads are blurred
     (`_blurred_canvas`), bit for bit the same values.
@@ -90,14 +90,14 @@ def make_crops(image_bgr: np.ndarray, boxes_xyxy, is_right: Sequence[bool],
         center_x, center_y = center
         source = image
         if not right:
-            center_x = width - center_x - 1   # pixel-index mirror, float32 (SPEC §6.6)
+            center_x = width - center_x - 1   # pixel-index mirror, float32 (docs/model.md §6.6)
             if mirrored is None:
                 mirrored = cv2.flip(image, 1)   # = [:, ::-1], contiguous: 10-50x faster than NumPy's copy
             source = mirrored
         transform = _crop_transform(center_x, center_y, size)
         sigma = blur_sigma(size)
         if sigma is not None:
-            # The official code blurs, then mirrors (SPEC §6.5-6). Blurring the mirrored image gives the same
+            # The official code blurs, then mirrors (docs/model.md §6.5-6). Blurring the mirrored image gives the same
             # pixels bit for bit: the kernel is symmetric and each output adds the same pairs.
             source = _blurred_canvas(source, sigma, transform)
         _normalize(_warp(source, transform), out=crops[i])
@@ -118,7 +118,7 @@ def _check_image(image: np.ndarray) -> np.ndarray:
 
 def _crop_transform(center_x: np.float32, center_y: np.float32, size: np.float32) -> np.ndarray:
     """cv2 affine map (2x3 float64) of the square of side `size` around the centre onto the 256x256 crop
-    (SPEC §6.6: float32 points, no half-pixel offset)."""
+    (docs/model.md §6.6: float32 points, no half-pixel offset)."""
     half = np.float32(size * 0.5)
     center = np.array([center_x, center_y], dtype=np.float32)
     src = np.stack([center, center + np.array([0, half], np.float32), center + np.array([half, 0], np.float32)])
@@ -128,13 +128,13 @@ def _crop_transform(center_x: np.float32, center_y: np.float32, size: np.float32
 
 
 def _warp(image: np.ndarray, transform: np.ndarray) -> np.ndarray:
-    """The 256x256 crop, zero outside the image (SPEC §6.6); float64 from a float64 (blurred) image."""
+    """The 256x256 crop, zero outside the image (docs/model.md §6.6); float64 from a float64 (blurred) image."""
     return cv2.warpAffine(image, transform, (IMAGE_SIZE, IMAGE_SIZE), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def _blurred_canvas(image: np.ndarray, sigma: np.float32, transform: np.ndarray) -> np.ndarray:
-    """A float64 image of the blurred image's size holding the blurred pixels (SPEC §6.5) at every pixel the
+    """A float64 image of the blurred image's size holding the blurred pixels (docs/model.md §6.5) at every pixel the
     crop's bilinear warp reads and nothing meaningful elsewhere.
 
     The official code blurs the whole image, but a crop samples the image every size/256 px (> 2.2 px where the
@@ -162,7 +162,7 @@ def _new_canvas(shape: Tuple[int, int, int]) -> np.ndarray:
 
 
 # How far cv2.warpAffine's source positions can land from the exact ones: it rounds them to the nearest 1/32 px in
-# fixed point (SPEC §6.6), up to 1/64 px plus rounding: the tests find pixels read beyond a margin of 1/128 and none
+# fixed point (docs/model.md §6.6), up to 1/64 px plus rounding: the tests find pixels read beyond a margin of 1/128 and none
 # beyond 1/64 + 1/1024. The transform's off-diagonal terms, ignored here, are ~1e-15. A wider margin only adds a
 # row or column now and then.
 _SAMPLING_SLACK = 1.0 / 16
@@ -190,7 +190,7 @@ def _gaussian_weights(sigma: np.float32) -> np.ndarray:
 
 def _blur_at(image: np.ndarray, sigma: np.float32, rows: np.ndarray, start: int, stop: int) -> np.ndarray:
     """Pixels rows x [start, stop) of scipy.ndimage.gaussian_filter(image.astype(float64), (sigma, sigma, 0),
-    mode='nearest', truncate=4.0), bit for bit: the official blur (SPEC §6.5) at some pixels only.
+    mode='nearest', truncate=4.0), bit for bit: the official blur (docs/model.md §6.5) at some pixels only.
 
     Hand-written because scipy filters whole lines only. It repeats scipy's arithmetic in scipy's order
     (ndimage/src/ni_filters.c, NI_Correlate1D, symmetric kernel): axis 0 first, then axis 1 on that float64
@@ -225,7 +225,7 @@ def _blur_at(image: np.ndarray, sigma: np.float32, rows: np.ndarray, start: int,
 
 
 def _normalize(patch_bgr: np.ndarray, out: np.ndarray) -> None:
-    """BGR patch (256,256,3) -> normalised RGB (3,256,256) float32, written into `out` (SPEC §6.7: float32 pixels,
+    """BGR patch (256,256,3) -> normalised RGB (3,256,256) float32, written into `out` (docs/model.md §6.7: float32 pixels,
     float64 maths, rounded to float32 on storing)."""
     if patch_bgr.dtype == np.uint8:   # no blur: the patch holds 8-bit levels
         planes = cv2.split(cv2.LUT(patch_bgr, _LEVELS_BGR.reshape(1, 256, 3)))

@@ -13,7 +13,7 @@ NUM_JOINTS = 16
 NUM_BETAS = 10
 NUM_POSE_BASIS = 9 * (NUM_JOINTS - 1)   # 135: (R - I) of the 15 finger joints
 
-# MANO joint order (SPEC §3-4): wrist, then index, middle, pinky, ring, thumb, three joints each.
+# MANO joint order (docs/model.md §3-4): wrist, then index, middle, pinky, ring, thumb, three joints each.
 MANO_JOINT_NAMES = (
     'wrist',
     'index_mcp', 'index_pip', 'index_dip',
@@ -24,12 +24,12 @@ MANO_JOINT_NAMES = (
 )
 MANO_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
 
-# Fingertip vertices (thumb, index, middle, ring, pinky), smplx ``vertex_ids['mano']`` (SPEC §4).
+# Fingertip vertices (thumb, index, middle, ring, pinky), smplx ``vertex_ids['mano']`` (docs/model.md §4).
 FINGERTIP_VERTEX_IDS = (744, 320, 443, 554, 671)
-# HaMeR's ``joint_map``: picks OpenPose order out of [16 MANO joints, 5 fingertip vertices] (SPEC §4).
+# HaMeR's ``joint_map``: picks OpenPose order out of [16 MANO joints, 5 fingertip vertices] (docs/model.md §4).
 JOINT_MAP = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20)
 
-# OpenPose hand order (SPEC §4): wrist, then thumb, index, middle, ring, pinky from the palm to the tip.
+# OpenPose hand order (docs/model.md §4): wrist, then thumb, index, middle, ring, pinky from the palm to the tip.
 OPENPOSE_JOINT_NAMES = (
     'wrist',
     'thumb_cmc', 'thumb_mcp', 'thumb_ip', 'thumb_tip',
@@ -53,7 +53,7 @@ def _openpose_to_mano_joint() -> tuple:
 OPENPOSE_TO_MANO_JOINT = _openpose_to_mano_joint()
 
 # MANO is open at the wrist: a rim of 16 vertices. The official renderer closes it with a strip of 14
-# triangles zig-zagging between the two halves of the rim (SPEC §4 last bullet; hamer/utils/renderer.py
+# triangles zig-zagging between the two halves of the rim (docs/model.md §4 last bullet; hamer/utils/renderer.py
 # L150-164). The rim vertices of the real MANO topology, each half walked in the same direction:
 _WRIST_RIM_HALF_A = (92, 38, 122, 118, 117, 119, 120, 108)
 _WRIST_RIM_HALF_B = (234, 239, 279, 215, 214, 121, 78, 79)
@@ -80,13 +80,13 @@ def closed_faces(faces: np.ndarray) -> np.ndarray:
 
 
 def faces_for_side(faces: np.ndarray, is_right: bool) -> np.ndarray:
-    """Left hands are mirrored right-hand meshes, so their triangles turn the other way (SPEC §4, §7)."""
+    """Left hands are mirrored right-hand meshes, so their triangles turn the other way (docs/model.md §4, §7)."""
     faces = np.asarray(faces)
     return faces if is_right else faces[:, [0, 2, 1]]
 
 
 def faces_by_side(faces: np.ndarray, closed_wrist: bool = True) -> dict:
     """{'right': ..., 'left': ...}: MANO's right-hand faces (closed at the wrist unless told otherwise), wound
-    outwards for each side (SPEC §4, §7)."""
+    outwards for each side (docs/model.md §4, §7)."""
     base = closed_faces(faces) if closed_wrist else np.asarray(faces)
     return {'right': faces_for_side(base, True), 'left': np.ascontiguousarray(faces_for_side(base, False))}

@@ -11,7 +11,7 @@ In landmarks-only mode there is no mesh, only joints and skeleton.
 The mesh points are the expensive part (3 x 1552 = 4656 points per hand): building that many
 geometry_msgs/Point objects costs ~3 ms per hand and rclpy's conversion of them as much again, so the
 builder hands the triangle vertices over as a numpy array (`HandMarkers.triangle_points`); the node
-serializes them in one block (hamer_ros.ros_messages.serialize_hand_markers), and `HandMarkers.filled()`
+serializes them in one block (hamer_ros.ros.ros_messages.serialize_hand_markers), and `HandMarkers.filled()`
 makes the ordinary message where speed does not matter.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 
 from hamer_ros.hamer.mano import OPENPOSE_PARENTS
 # ROS-generated classes, or rosbags stand-ins without ROS (offline bag writing): see message_classes.
-from hamer_ros.message_classes import ColorRGBA, Marker, MarkerArray, Point
+from hamer_ros.io.message_classes import ColorRGBA, Marker, MarkerArray, Point
 from hamer_ros.pipeline import hand_keypoints_camera
 from hamer_ros.types import FrameResult
 

@@ -1,12 +1,12 @@
 """sensor_msgs/Image and CompressedImage <-> numpy, without rclpy or cv_bridge.
 
 Messages are read by field name only (duck typing), so the same code serves the node (rclpy messages),
-the offline tools (rosbags messages) and the tests. The PyPI `cv-bridge` cannot be used (ROS2_ENV.md: it
+the offline tools (rosbags messages) and the tests. The PyPI `cv-bridge` cannot be used (docs/ros_environment.md: it
 ignores row padding and breaks with numpy 2), and HaMeR only needs 8-bit colour, so this module accepts the
 8-bit encodings and refuses the rest with a message saying what to publish instead.
 
 Every accepted image comes out as a contiguous BGR uint8 array of shape (H, W, 3) that owns its memory
-(SPEC §6.1: HaMeR's preprocessing starts from `cv2.imread`'s BGR uint8).
+(docs/model.md §6.1: HaMeR's preprocessing starts from `cv2.imread`'s BGR uint8).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import array
 import cv2
 import numpy as np
 
-from hamer_ros.image_header import declared_image_size, image_format
+from hamer_ros.io.image_header import declared_image_size, image_format
 
 # 3840x2160 (4K UHD): the largest frame the node accepts by default; bigger frames only cost memory and
 # time (HaMeR works on 256-px crops) and an 8K frame is far more likely a misconfigured driver.

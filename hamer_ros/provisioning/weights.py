@@ -1,12 +1,13 @@
 """Installing and checking HaMeR's data folder (`python -m hamer_ros setup-weights`, `check`).
 
-The data folder has the official `_DATA` layout (hamer_ros.hamer.checkpoint) at `hamer_ros.paths.data_dir()`
+The data folder has the official `_DATA` layout (hamer_ros.hamer.checkpoint) at
+`hamer_ros.provisioning.paths.data_dir()`
 (`HAMER_ROS_DATA_DIR` overrides it). Sources:
   - the official demo-data tarball, downloaded from the URL of the official `fetch_demo_data.sh`
     (geopavlakos/hamer); it holds `_DATA/hamer_ckpts/...`, `_DATA/data/...` and the official demo's ViTPose
     weights, which hamer_ros does not use and skips;
   - a tarball or folder the user already has (the same `_DATA` content, with or without the `_DATA/` level).
-MANO_RIGHT.pkl is optional: the released checkpoint carries MANO as buffers (SPEC §1.1).
+MANO_RIGHT.pkl is optional: the released checkpoint carries MANO as buffers (docs/model.md §1.1).
 
 Archives are extracted member by member into a staging folder and refused as a whole when any member has an
 absolute path, a `..` component, or is a link or device (nothing can land outside the data folder), appears

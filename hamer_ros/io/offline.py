@@ -20,7 +20,7 @@ from typing import Dict, Iterator, List, Optional
 import cv2
 import numpy as np
 
-from hamer_ros.camera_info import camera_info_intrinsics
+from hamer_ros.ros.camera_info import camera_info_intrinsics
 from hamer_ros.errors import InputError, MissingFileError, SetupError
 from hamer_ros.types import CameraIntrinsics, FrameResult, HandReconstruction, HandResult
 
@@ -78,8 +78,8 @@ def read_image(path: Path, max_pixels: Optional[int] = None):
     JPEG, BMP, WebP, PNM: `image_header`), so an image over `max_pixels` (default: the node's limit,
     image_conversion.DEFAULT_MAX_PIXELS) is refused before it is decoded; other formats are checked once
     decoded (OpenCV itself refuses images over 2**30 px)."""
-    from hamer_ros.image_conversion import DEFAULT_MAX_PIXELS
-    from hamer_ros.image_header import declared_image_size
+    from hamer_ros.ros.image_conversion import DEFAULT_MAX_PIXELS
+    from hamer_ros.io.image_header import declared_image_size
 
     max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     try:
@@ -145,7 +145,7 @@ class VideoSource(FrameSource):
     MAX_CONSECUTIVE_FAILURES = 64
 
     def __init__(self, path, max_pixels: Optional[int] = None):
-        from hamer_ros.image_conversion import DEFAULT_MAX_PIXELS
+        from hamer_ros.ros.image_conversion import DEFAULT_MAX_PIXELS
 
         self.path = path
         self.capture = cv2.VideoCapture(str(path))
@@ -218,8 +218,8 @@ class BagSource(FrameSource):
 
     def __init__(self, path, topic: Optional[str] = None, camera_info_topic: Optional[str] = None,
                  max_pixels: Optional[int] = None):
-        from hamer_ros import bag_io
-        from hamer_ros.image_conversion import DEFAULT_MAX_PIXELS
+        from hamer_ros.io import bag_io
+        from hamer_ros.ros.image_conversion import DEFAULT_MAX_PIXELS
 
         self.max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
         self.reader = bag_io.BagReader(path)
@@ -259,8 +259,8 @@ class BagSource(FrameSource):
         return self._camera_infos[max(0, bisect.bisect_right(self._camera_info_times, log_time_ns) - 1)]
 
     def __iter__(self) -> Iterator[InputFrame]:
-        from hamer_ros import bag_io
-        from hamer_ros.image_conversion import compressed_msg_to_bgr, image_msg_to_bgr
+        from hamer_ros.io import bag_io
+        from hamer_ros.ros.image_conversion import compressed_msg_to_bgr, image_msg_to_bgr
 
         index = -1
         for index, item in enumerate(self.reader.messages([self.topic])):
@@ -322,7 +322,7 @@ def load_model_or_none(args, log=print):
     to install them.
 
     Explicitly named files that are missing, and weights that are present but broken, are errors."""
-    from hamer_ros import paths
+    from hamer_ros.provisioning import paths
     from hamer_ros.hamer.model import HamerModel
 
     if args.landmarks_only:
@@ -566,7 +566,7 @@ class OverlayVideo:
 def write_meshes(folder: Path, stem: str, frame: FrameResult, faces: Dict[str, np.ndarray]) -> List[Path]:
     """One OBJ per HaMeR hand, camera frame (m), wrist closed, wound outwards for its side
     (`faces` = `pipeline.faces_by_side(model.faces)`): `<stem>_hand<i>_<side>.obj`."""
-    from hamer_ros.mesh_io import write_obj
+    from hamer_ros.io.mesh_io import write_obj
 
     written = []
     for i, hand in enumerate(frame.hands):
@@ -590,9 +590,9 @@ class HandsBag:
     show or to delete). Stamped with the input stamps and frame; bag time = the input's log time."""
 
     def __init__(self, path: Path, faces: Optional[Dict[str, np.ndarray]] = None):
-        from hamer_ros.bag_io import BagWriter
-        from hamer_ros.markers import MarkerBuilder
-        from hamer_ros.tf_frames import HandFrameNames
+        from hamer_ros.io.bag_io import BagWriter
+        from hamer_ros.ros.markers import MarkerBuilder
+        from hamer_ros.ros.tf_frames import HandFrameNames
 
         self.faces = faces
         self._writer = BagWriter(path, HANDS_BAG_TOPICS)
@@ -601,9 +601,9 @@ class HandsBag:
         self.counts = self._writer.counts
 
     def write(self, frame: FrameResult, frame_id: str, log_time_ns: int) -> None:
-        from hamer_ros import bag_io
-        from hamer_ros.ros_messages import hand_mesh_array
-        from hamer_ros.tf_frames import hand_transforms
+        from hamer_ros.io import bag_io
+        from hamer_ros.ros.ros_messages import hand_mesh_array
+        from hamer_ros.ros.tf_frames import hand_transforms
 
         header = bag_io.header(frame.stamp_ns, frame_id)
         self._writer.write('/hands/mano', hand_mesh_array(frame, header, self.faces), log_time_ns)

@@ -37,25 +37,26 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from hamer_ros import bag_io, paths, stamp_order
-from hamer_ros.camera_info import INVALID_K, SIZE_MISMATCH, camera_info_intrinsics, ignored_distortion
+from hamer_ros.detection.external_boxes import MODES as EXTERNAL_BOX_MODES
+from hamer_ros.detection.external_boxes import BoxBuffer, detections_from_boxes_msg, mismatch_text
 from hamer_ros.detection.hand_detector import CONFIDENCE_RANGES
-from hamer_ros.hamer.model import (CPU_PRECISIONS, PERSPECTIVE_CORRECTIONS, PRECISIONS, HamerModel,
-                                    cpu_bf16_problem)
-from hamer_ros.image_conversion import (DEFAULT_MAX_PIXELS, ImageRefused, bgr_to_image_msg, compressed_msg_to_bgr,
-                                        image_msg_to_bgr)
-from hamer_ros.log_throttle import WarningThrottle
-from hamer_ros.external_boxes import MODES as EXTERNAL_BOX_MODES
-from hamer_ros.external_boxes import BoxBuffer, detections_from_boxes_msg, mismatch_text
-from hamer_ros.markers import MarkerBuilder, MarkerStyle
-from hamer_ros.overlap import LatestSlot, OverlappedPipeline
+from hamer_ros.hamer.model import CPU_PRECISIONS, PERSPECTIVE_CORRECTIONS, PRECISIONS, HamerModel, cpu_bf16_problem
+from hamer_ros.io import bag_io
 from hamer_ros.msg import HandBoxArray, HandMeshArray
+from hamer_ros.overlap import LatestSlot, OverlappedPipeline
 from hamer_ros.pipeline import HandPipeline, faces_by_side
-from hamer_ros.ros_messages import fast_markers_work, hand_mesh_array, serialize_hand_markers
+from hamer_ros.provisioning import paths
+from hamer_ros.ros import stamp_order
+from hamer_ros.ros.camera_info import INVALID_K, SIZE_MISMATCH, camera_info_intrinsics, ignored_distortion
+from hamer_ros.ros.image_conversion import (DEFAULT_MAX_PIXELS, ImageRefused, bgr_to_image_msg,
+                                            compressed_msg_to_bgr, image_msg_to_bgr)
+from hamer_ros.ros.log_throttle import WarningThrottle
+from hamer_ros.ros.markers import MarkerBuilder, MarkerStyle
+from hamer_ros.ros.ros_messages import fast_markers_work, hand_mesh_array, serialize_hand_markers
+from hamer_ros.ros.stamp_order import StampOrder
+from hamer_ros.ros.tf_frames import (TF_FRAME_SETS, HandFrameNames, frame_id_for_tf, frame_prefix_for_tf,
+                                     hand_transforms, resolve_frame_prefix)
 from hamer_ros.runtime_tuning import release_freed_memory
-from hamer_ros.stamp_order import StampOrder
-from hamer_ros.tf_frames import (TF_FRAME_SETS, HandFrameNames, frame_id_for_tf, frame_prefix_for_tf, hand_transforms,
-                                 resolve_frame_prefix)
 from hamer_ros.types import CameraIntrinsics
 
 # ------------------------------------------------------------------------------------------- parameters
@@ -635,7 +636,7 @@ class HamerNode(Node):
             return None
         value = lambda name: self.get_parameter(name).value  # noqa: E731
         try:
-            from hamer_ros.tracking import HandTracker
+            from hamer_ros.detection.tracking import HandTracker
             return HandTracker(min_iou=value('tracking.min_iou'),
                                max_center_distance=value('tracking.max_center_distance'),
                                flip_after_frames=value('tracking.flip_after_frames'),
@@ -812,7 +813,7 @@ class HamerNode(Node):
 
     def _render_overlay(self, image, frame, pipeline: HandPipeline):
         try:
-            from hamer_ros.render import render_overlay
+            from hamer_ros.io.render import render_overlay
         except ImportError as exc:
             self._warn(f'hands/overlay unavailable: {exc}', 60.0, kind='overlay unavailable')
             return None

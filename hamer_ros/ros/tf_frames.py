@@ -41,7 +41,7 @@ from scipy.spatial.transform import Rotation
 
 from hamer_ros.hamer.mano import OPENPOSE_JOINT_NAMES, OPENPOSE_TO_MANO_JOINT
 # ROS-generated class, or a rosbags stand-in without ROS (offline bag writing): see message_classes.
-from hamer_ros.message_classes import TransformStamped
+from hamer_ros.io.message_classes import TransformStamped
 from hamer_ros.pipeline import hand_keypoints_camera
 from hamer_ros.types import FrameResult
 

@@ -6,7 +6,7 @@ types: rosbags' own store of the ROS 2 Kilted standard messages, plus `hamer_ros
 never a copy).
 
 Messages are filled by the same builders the node uses (`ros_messages.hand_mesh_array`, `markers`,
-`tf_frames`). Those build whatever classes `hamer_ros.message_classes` provides: the ROS-generated ones
+`tf_frames`). Those build whatever classes `hamer_ros.io.message_classes` provides: the ROS-generated ones
 where ROS is installed, else `stand_in` classes made here from the same definitions. `serialize` takes
 either kind: a ROS message is first copied field by field into its stand-in (`to_stand_in`), because
 serialising it with rclpy would tie the offline tools to rclpy (STYLE: the core imports no rclpy) and
@@ -204,8 +204,8 @@ def deserialize(raw: bytes, typename: str):
 
 
 def header(stamp_ns: int, frame_id: str):
-    """A std_msgs/Header of the classes the builders use (`hamer_ros.message_classes`)."""
-    from hamer_ros.message_classes import Header, Time
+    """A std_msgs/Header of the classes the builders use (`hamer_ros.io.message_classes`)."""
+    from hamer_ros.io.message_classes import Header, Time
 
     sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
     return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame_id)

@@ -1,7 +1,7 @@
 """FrameResult -> hamer_ros/HandMeshArray, and fast serialization of the mesh markers.
 
 Large float arrays go into message fields as `array.array` built from the numpy bytes: rclpy stores it
-as is and copies it with memcpy (0.002 ms for 2334 floats, against 0.36 ms through a list; ROS2_ENV.md).
+as is and copies it with memcpy (0.002 ms for 2334 floats, against 0.36 ms through a list; docs/ros_environment.md).
 Read them back without copying: `numpy.frombuffer(msg.vertices, numpy.float32)`.
 """
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from hamer_ros.markers import HandMarkers
+from hamer_ros.ros.markers import HandMarkers
 # ROS-generated classes, or rosbags stand-ins without ROS (offline bag writing): see message_classes.
-from hamer_ros.message_classes import HandMesh, HandMeshArray, Point, RegionOfInterest
+from hamer_ros.io.message_classes import HandMesh, HandMeshArray, Point, RegionOfInterest
 from hamer_ros.types import STAGE_BODY, STAGE_EXTERNAL, STAGE_PALM, STAGE_TRACKED, FrameResult, HandResult
 
 _SIDE_CODES = {'left': HandMesh.SIDE_LEFT, 'right': HandMesh.SIDE_RIGHT}

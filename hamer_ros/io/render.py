@@ -24,7 +24,7 @@ than covered ones); this method 0.75 ms for two 200-px hands (~30 k pixels), 1.7
 Conventions: vertices in the camera optical frame (REP-103: x right, y down, z forward, metres), pixel
 centres at integer coordinates (hamer_ros.types). A pixel belongs to a triangle when its centre lies inside
 or on an edge (1e-4 px tolerance, so shared edges leave no cracks). Faces are wound counter-clockwise seen
-from outside (outward normals, as MANO's right-hand faces; left hands use the reversed winding, SPEC §4/§7).
+from outside (outward normals, as MANO's right-hand faces; left hands use the reversed winding, docs/model.md §4/§7).
 
 Shading: a headlight (point light at the camera centre), Lambert with ambient term; 'smooth' interpolates
 per-vertex intensities from area-weighted vertex normals with the screen-space barycentrics (Gouraud; the
@@ -47,7 +47,7 @@ SIDE_COLORS = {'right': (219.0, 189.0, 166.0), 'left': (130.0, 175.0, 245.0)}
 # Distinct colours for per-track colouring (BGR).
 TRACK_COLORS = ((219, 189, 166), (130, 175, 245), (150, 220, 150), (200, 150, 220), (120, 220, 230),
                 (230, 200, 120), (180, 180, 250), (160, 210, 200))
-# OpenPose hand order (SPEC §4): 0 wrist, 1-4 thumb, 5-8 index, 9-12 middle, 13-16 ring, 17-20 pinky.
+# OpenPose hand order (docs/model.md §4): 0 wrist, 1-4 thumb, 5-8 index, 9-12 middle, 13-16 ring, 17-20 pinky.
 # Skeleton line colour per finger (BGR): thumb, index, middle, ring, pinky.
 FINGER_COLORS = ((0, 140, 255), (0, 215, 255), (60, 200, 60), (255, 160, 0), (200, 80, 200))
 
@@ -298,7 +298,7 @@ def hand_meshes(hands: Iterable[HandResult], faces: np.ndarray, color_by: str = 
     """Mesh specs (camera-frame vertices, side-correct faces, colour) of the hands that have a mesh.
 
     faces: MANO's right-hand faces (1538,3) as `HamerModel.faces`; the wrist is closed here when asked and
-    the winding is reversed for left hands (SPEC §4, §7).
+    the winding is reversed for left hands (docs/model.md §4, §7).
     """
 
     per_side = faces_by_side(faces, closed_wrist)

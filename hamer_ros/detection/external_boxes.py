@@ -29,7 +29,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from hamer_ros.tracking import box_iou
+from hamer_ros.detection.tracking import box_iou
 from hamer_ros.types import STAGE_EXTERNAL, HandDetection
 
 # external_boxes.mode: ignore = the node's own search only (the topic is not read); only = external boxes only

