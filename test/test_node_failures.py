@@ -141,6 +141,9 @@ def test_a_missing_hand_model_is_an_error_with_the_fix_then_picked_up(start, pho
 
     (cache / 'mediapipe').mkdir(parents=True, exist_ok=True)
     shutil.copy(bundle, cache / 'mediapipe' / bundle.name)
+    from hamer_ros.detection.search_models import search_models_dir
+    if search_models_dir().is_dir():        # the hand search's models, provisioned beside the bundle
+        shutil.copytree(search_models_dir(), cache / 'mediapipe' / search_models_dir().name)
     probe.spin_until(lambda: probe.diagnostic_value('detector') == 'ok', timeout=90, what='the detector to start',
                      node=node)
     assert 'trying to start the hand detector again' in node.log()

@@ -136,6 +136,9 @@ def decode_ssd(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarra
     return out
 
 
+MAX_NMS_CANDIDATES = 200
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -145,13 +148,15 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def weighted_nms(detections: List[SsdDetection], iou_threshold: float = 0.3) -> List[SsdDetection]:
-    """MediaPipe's WEIGHTED non-maximum suppression."""
-    remaining = sorted(detections, key=lambda d: -d.score)
+    """MediaPipe's WEIGHTED non-maximum suppression, over the `MAX_NMS_CANDIDATES` best-scored detections (a
+    threshold near 0 passes every anchor, and the clustering is quadratic in their number)."""
+    remaining = sorted(detections, key=lambda d: -d.score)[:MAX_NMS_CANDIDATES]
     out = []
     while remaining:
-        best = remaining[0]
-        cluster = [d for d in remaining if box_iou(best.box, d.box) > iou_threshold]
-        remaining = [d for d in remaining if box_iou(best.box, d.box) <= iou_threshold]
+        best, rest = remaining[0], remaining[1:]
+        # The best one always leads its cluster (a degenerate box overlaps nothing, itself included).
+        cluster = [best] + [d for d in rest if box_iou(best.box, d.box) > iou_threshold]
+        remaining = [d for d in rest if box_iou(best.box, d.box) <= iou_threshold]
         weights = np.array([d.score for d in cluster])[:, None]
         box = (np.stack([d.box for d in cluster]) * weights).sum(0) / weights.sum()
         keypoints = (np.stack([d.keypoints for d in cluster]) * weights[:, :, None]).sum(0) / weights.sum()
