@@ -123,12 +123,17 @@ def report(name, rows, boxes, wrong, wrong_person, times):
         print('  ms per frame (mean): ' + ', '.join(parts))
 
 
+def search_options(args) -> dict:
+    return {'min_detection_confidence': args.min_detection_confidence,
+            'min_presence_confidence': args.min_presence_confidence, 'lite_screen': args.lite_screen}
+
+
 def run_recall(args, scenes):
     from hamer_ros.detection import HandDetector, HandSearch
 
     search = HandSearch(running_mode='image', num_hands=args.num_hands, body_stage=not args.no_body,
                         palm_stage=not args.no_palm, palm_tiles=args.palm_tiles, person_tiles=args.person_tiles,
-                        max_people=args.max_people)
+                        max_people=args.max_people, **search_options(args))
     images = {s['image']: cv2.imread(str(SCENES / s['image'])) for s in scenes}
     for scene in scenes:                   # warm-up
         search.detect(images[scene['image']])
@@ -149,7 +154,7 @@ def run_recall(args, scenes):
         per_scene.append((scene['image'], sum(x[1] for x in r), len(r), len(found), w, 1000 * total,
                           {k: sum(h.stage == k for h in found) for k in ('body', 'palm')}))
     report('HandSearch (image mode) ' + json.dumps({'palm_tiles': args.palm_tiles, 'person_tiles': args.person_tiles,
-                                                    'max_people': args.max_people,
+                                                    'max_people': args.max_people, **search_options(args),
                                                     'body': not args.no_body, 'palm': not args.no_palm}),
            rows, boxes, wrong, wrong_person, times)
     print('  per photo: found/annotated, boxes, on no hand, ms, by stage')
@@ -178,7 +183,7 @@ def run_speed(args):
     for mode in ('image', 'video'):
         search = HandSearch(running_mode=mode, num_hands=args.num_hands, body_stage=not args.no_body,
                             palm_stage=not args.no_palm, palm_tiles=args.palm_tiles, person_tiles=args.person_tiles,
-                        max_people=args.max_people)
+                        max_people=args.max_people, **search_options(args))
         samples, stages, counts = [], [], []
         for i in range(args.repeats + 3):
             # video: the photo shifted by 1 px per frame, so that the tracked regions move as in a stream
@@ -205,6 +210,10 @@ def main() -> int:
     parser.add_argument('--person-tiles', type=int, default=1)
     parser.add_argument('--max-people', type=int, default=4)
     parser.add_argument('--num-hands', type=int, default=8)
+    parser.add_argument('--min-detection-confidence', type=float, default=0.5, help='palm and person detectors')
+    parser.add_argument('--min-presence-confidence', type=float, default=0.5, help='hand landmark model')
+    parser.add_argument('--lite-screen', type=float, default=0.5,
+                        help='HandSearch lite_screen (0: the full landmark model on every region)')
     parser.add_argument('--no-body', action='store_true')
     parser.add_argument('--no-palm', action='store_true')
     parser.add_argument('--speed', action='store_true', help='also time 640x480 two-person frames')

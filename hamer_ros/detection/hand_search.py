@@ -18,9 +18,11 @@ and gives the 21 landmarks and the side):
   zoomed to its input, for hands without a visible body (palm_detection_detection_to_roi.pbtxt: rotation
   wrist -> middle finger base, x2.6, shifted up 0.5).
 
-Each hand the body stage finds is run once more through the full landmark model in the region its own landmarks
-give (as MediaPipe's next frame would), so its box and side do not depend on the pose's region (palm hands are
-in MediaPipe's own palm region already).
+Each hand the body stage finds is run through the full landmark model in the region its own landmarks give (as
+MediaPipe's next frame would), so its box and side do not depend on the pose's region (palm hands are in
+MediaPipe's own palm region already). The lite landmark model screens every new region first (`lite_screen`):
+most regions of a full search hold no hand, and for a body region the full model then runs once, straight in
+the region of the lite model's landmarks.
 Hands smaller than `pose_only_max_size` that the landmark model cannot confirm but whose wrist, index and pinky
 the pose model sees clearly are reported from the body alone (box, no landmarks).
 
@@ -58,6 +60,10 @@ _MIN_WRIST_VISIBILITY = 0.1        # holistic's hand_visibility_from_hand_landma
 # Pose-only hands (HandSearch._pose_only_hand): box geometry from wrist / index / pinky, and the visibility needed.
 POSE_ONLY_BOX_SCALE = 1.9
 POSE_ONLY_CENTRE_OFFSET = 1.1
+# Full searches: the lite landmark model screens each new region at this fraction of the presence threshold
+# (HandSearch's lite_screen). On the dev set (test/data/scenes) it halved the full-model runs and lost no hand:
+# wherever the full model confirmed a hand there, the lite model's presence reached half the threshold.
+LITE_SCREEN = 0.5
 POSE_ONLY_MIN_VISIBILITY = 0.9   # 0.8 let an arm-hidden hand of a crossed-arms pose through (bus photo)
 
 
@@ -84,6 +90,11 @@ class HandSearch:
     num_threads: LiteRT threads per model.
     tracking_model: 'lite' (default: MediaPipe's hand_landmark_lite, about 4x faster) or 'full' for the re-check
         of tracked hands in video mode; full searches always confirm with the full model.
+    lite_screen: full searches: every new body or palm region is first run through the lite landmark model
+        (same input and outputs as the full one, about 4x faster), and the full model, which gives the reported
+        landmarks, runs only where the lite model's presence reaches this fraction of min_presence_confidence;
+        most regions hold no hand, so this saves most full-model runs (0: no screening, the full model on
+        every region).
     pose_only_max_size: body stage: hands the landmark model does not confirm but the pose sees clearly are
         reported from the pose alone (box only, no landmarks) when smaller than this (px); 0 turns that off.
     """
@@ -94,6 +105,7 @@ class HandSearch:
                  min_detection_confidence: float = 0.5, min_presence_confidence: float = 0.5,
                  min_tracking_confidence: float = 0.5, mirrored: bool = False, rgb_input: bool = False,
                  num_threads: int = 2, pose_only_max_size: float = 40.0, tracking_model: str = 'lite',
+                 lite_screen: float = LITE_SCREEN,
                  provision_models: bool = True):
         from hamer_ros.detection.hand_detector import RUNNING_MODES
         from hamer_ros.detection.search_models import LITERT_MISSING, TfliteModel, ensure_search_models, \
@@ -129,7 +141,11 @@ class HandSearch:
         if tracking_model not in ('lite', 'full'):
             raise ValueError(f"tracking_model must be 'lite' or 'full', got {tracking_model!r}")
         self._tracking_model = f'hand_landmark_{tracking_model}'
-        names = sorted({'hand_landmark_full', self._tracking_model}) + \
+        if not 0.0 <= lite_screen <= 1.0:
+            raise ValueError(f'lite_screen must lie in [0, 1], got {lite_screen}')
+        self.lite_screen = float(lite_screen)
+        names = sorted({'hand_landmark_full', self._tracking_model}
+                       | ({'hand_landmark_lite'} if self.lite_screen > 0 else set())) + \
             (['palm_detection_full'] if palm_stage else []) + \
             (['pose_detection', 'pose_landmark_full', 'hand_recrop'] if body_stage else [])
         paths = ensure_search_models(names, provision=provision_models)
@@ -179,16 +195,19 @@ class HandSearch:
         if full:
             self.full_searches += 1
             self._frames_since_full = 0
-            new, wrists = self._full_search(rgb, tiles=not found)
-            found = merge_hands(found + self._refine(rgb, merge_hands(new, 10 ** 6), wrists), self.num_hands)
+            new, wrists, refined = self._full_search(rgb, tiles=not found)
+            found = merge_hands(found + self._refine(rgb, merge_hands(new, 10 ** 6), wrists, refined),
+                                self.num_hands)
         self._tracked = list(found) if self.running_mode == 'video' else []
         return list(found)
 
     # ------------------------------------------------------------------ stages
     def _full_search(self, rgb: np.ndarray, tiles: bool):
-        """(new hands, [(side, wrist px, visibility)] of the bodies' visible wrists)."""
+        """(new hands, [(side, wrist px, visibility)] of the bodies' visible wrists, the new hands found in the
+        region of their own landmarks already)."""
         hands: List[HandDetection] = []
         wrists: List[Tuple[str, np.ndarray, float]] = []
+        refined: List[HandDetection] = []
         if self.body_stage:
             start = time.perf_counter()
             candidates = []
@@ -199,7 +218,9 @@ class HandSearch:
             self.last_timings['body_pose'] = time.perf_counter() - start
             start = time.perf_counter()
             for region, pose_hand in candidates:
-                hand = self._confirm(rgb, region, STAGE_BODY, self.min_presence_confidence)
+                hand, in_own_region = self._body_hand(rgb, region)
+                if in_own_region:
+                    refined.append(hand)
                 if hand is None:
                     hand = pose_hand      # small and clearly visible: the body's own box (or None)
                 if hand is not None:
@@ -215,21 +236,39 @@ class HandSearch:
                 # A palm on a hand the body stage confirmed already needs no second landmark run.
                 if any(_overlaps(region_box(region, 1 / 2.6), hand.box_xyxy) for hand in known):
                     continue
-                hand = self._confirm(rgb, region, STAGE_PALM, self.min_presence_confidence)
+                hand = self._confirm(rgb, region, STAGE_PALM, self.min_presence_confidence, screen=True)
                 if hand is not None:
                     hands.append(hand)
                     known.append(hand)
             self.last_timings['palm_hands'] = time.perf_counter() - start
-        return hands, wrists
+        return hands, wrists, refined
 
-    def _refine(self, rgb: np.ndarray, hands: List[HandDetection], wrists) -> List[HandDetection]:
+    def _body_hand(self, rgb: np.ndarray, region: Region) -> Tuple[Optional[HandDetection], bool]:
+        """(the hand the landmark model confirms in a body-derived region or None, whether it was found in the
+        region of its own landmarks already). With `lite_screen` the lite model looks first, and the full model
+        then runs straight in the region the lite model's landmarks give (what `_refine` would do next: one full
+        run instead of two); where it sees no hand there, in the pose's region."""
+        if self.lite_screen <= 0.0:
+            return self._confirm(rgb, region, STAGE_BODY, self.min_presence_confidence), False
+        lite = self._confirm(rgb, region, STAGE_BODY, self.lite_screen * self.min_presence_confidence,
+                             'hand_landmark_lite')
+        if lite is None:
+            return None, False
+        hand = self._confirm(rgb, tracking_region(lite.landmarks_2d), STAGE_BODY, self.min_presence_confidence)
+        if hand is not None:
+            return hand, True
+        return self._confirm(rgb, region, STAGE_BODY, self.min_presence_confidence), False
+
+    def _refine(self, rgb: np.ndarray, hands: List[HandDetection], wrists,
+                refined_already: List[HandDetection]) -> List[HandDetection]:
         """Each new body-stage hand once more in the region its own landmarks give (as MediaPipe's next frame
         would): its landmarks and the hand model's side then no longer depend on the pose's region. Every side is
         then combined with the body's wrist at the hand, when there is one."""
         start = time.perf_counter()
         refined = []
         for hand in hands:
-            if hand.landmarks_2d is None or hand.stage == STAGE_PALM:
+            if (hand.landmarks_2d is None or hand.stage == STAGE_PALM
+                    or any(hand is other for other in refined_already)):
                 # a pose-only hand has nothing to refine; a palm hand's region is MediaPipe's own already
                 refined.append(_side_from_wrists(hand, wrists))
                 continue
@@ -358,11 +397,16 @@ class HandSearch:
 
     # ------------------------------------------------------------------ the hand landmark model
     def _confirm(self, rgb: np.ndarray, region: Region, stage: str, threshold: float,
-                 model: str = 'hand_landmark_full') -> Optional[HandDetection]:
-        """The hand in `region` when the landmark model's presence reaches `threshold`, else None."""
+                 model: str = 'hand_landmark_full', screen: bool = False) -> Optional[HandDetection]:
+        """The hand in `region` when the landmark model's presence reaches `threshold`, else None. With `screen`
+        (a new region of the full search) the lite model looks first (`lite_screen`, class docstring)."""
         if region.size < 4.0:
             return None
         tensor, matrix = crop(rgb, region, 224, (0.0, 1.0))
+        if screen and self.lite_screen > 0.0 and model != 'hand_landmark_lite':
+            lite_presence = float(self._models['hand_landmark_lite'].run(tensor)[1].reshape(-1)[0])
+            if lite_presence < self.lite_screen * threshold:
+                return None
         landmarks, presence, handedness, world = self._models[model].run(tensor)
         presence = float(presence.reshape(-1)[0])
         if presence < threshold:
