@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from hamer_ros.detection import HandDetector, HandSearch, make_hand_detector
-from hamer_ros.detection.hand_search import merge_hands
+from hamer_ros.detection.hand_search import merge_hands, same_person
 from hamer_ros.detection.search_models import SEARCH_MODELS, ensure_search_models, litert_available
 from hamer_ros.types import HandDetection
 
@@ -127,6 +127,51 @@ def test_merge_keeps_the_best_of_overlapping_boxes_and_separate_hands():
     merged = merge_hands([palm, inner, other, body], limit=8)
     assert [h.stage for h in merged] == ['body', 'palm'] and merged[1] is other
     assert merge_hands([palm, other, body], limit=1) == [body]
+
+
+def test_people_side_by_side_stay_two_and_one_person_seen_twice_is_one():
+    from hamer_ros.detection.regions import Region, box_iou
+
+    left, right = Region(250.0, 240.0, 560.0), Region(400.0, 260.0, 545.0)     # hips 150 px apart
+    assert box_iou(left.box(), right.box()) > 0.5           # the regions overlap far more than any NMS allows
+    assert not same_person(left, right)
+    assert same_person(left, Region(270.0, 250.0, 520.0))    # the same hips and size, from another tile
+    assert not same_person(left, Region(260.0, 245.0, 250.0))  # a smaller person in front: hips close, size not
+    # crowdpose_106848: the bald man and the white-haired man, side by side; the person detector finds both on
+    # the whole frame (hips about 130 px apart, person regions about 550 px wide).
+    rgb = cv2.cvtColor(cv2.imread(str(SCENES / 'crowdpose_106848.jpg')), cv2.COLOR_BGR2RGB)
+    with HandSearch(palm_stage=False) as body_only:
+        people = body_only._people(rgb, tiles=False)
+    assert len(people) == 2, [(p.cx, p.cy, p.size) for p in people]
+    assert abs(people[0].cx - people[1].cx) > 100
+
+
+def _count_runs(search, name):
+    model = search._models[name]
+    runs = []
+    original = model.run
+
+    def counted(x):
+        runs.append(1)
+        return original(x)
+    model.run = counted
+    return runs
+
+
+@pytest.mark.parametrize('photo', ['crowdpose_106848.jpg', 'aic_ff945ae2e729f24eea992814639d59b3bdec8bd8.jpg'])
+def test_lite_screen_saves_full_model_runs_and_finds_the_same_hands(photo):
+    image = cv2.imread(str(SCENES / photo))
+    with HandSearch(lite_screen=0.0) as unscreened, HandSearch() as screened:
+        full_runs = {'unscreened': _count_runs(unscreened, 'hand_landmark_full'),
+                     'screened': _count_runs(screened, 'hand_landmark_full')}
+        plain, fast = unscreened.detect(image), screened.detect(image)
+    assert len(fast) == len(plain) >= 3
+    for hand in plain:
+        same = [other for other in fast if _iou(hand.box_xyxy, other.box_xyxy) > 0.7]
+        assert len(same) == 1 and same[0].side == hand.side and same[0].stage == hand.stage, hand.box_xyxy
+    assert len(full_runs['screened']) < len(full_runs['unscreened'])
+    with pytest.raises(ValueError, match='lite_screen'):
+        HandSearch(lite_screen=1.5)
 
 
 def test_video_mode_rechecks_tracked_hands_and_searches_fully_every_period(sample_photo):
