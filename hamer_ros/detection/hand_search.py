@@ -60,6 +60,8 @@ _MIN_WRIST_VISIBILITY = 0.1        # holistic's hand_visibility_from_hand_landma
 # Pose-only hands (HandSearch._pose_only_hand): box geometry from wrist / index / pinky, and the visibility needed.
 POSE_ONLY_BOX_SCALE = 1.9
 POSE_ONLY_CENTRE_OFFSET = 1.1
+# Body regions: the pose's hand rotation first, then turned by these (radians) where the lite model sees no hand.
+BODY_REGION_TURNS = (0.0, math.pi / 2, -math.pi / 2, math.pi)
 PERSON_SAME_DISTANCE = 0.2    # same_person: hips closer than this x the person region's side
 # Full searches: the lite landmark model screens each new region at this fraction of the presence threshold
 # (HandSearch's lite_screen). On the dev set (test/data/scenes) it halved the full-model runs and lost no hand:
@@ -248,17 +250,26 @@ class HandSearch:
         """(the hand the landmark model confirms in a body-derived region or None, whether it was found in the
         region of its own landmarks already). With `lite_screen` the lite model looks first, and the full model
         then runs straight in the region the lite model's landmarks give (what `_refine` would do next: one full
-        run instead of two); where it sees no hand there, in the pose's region."""
+        run instead of two); where it sees no hand there, in the pose's region. The landmark model wants the hand
+        upright (wrist down) and its presence falls to zero when the region's rotation is far off; the pose's
+        direction of the hand (wrist -> index and pinky) is least reliable on the small, bent or half-hidden hands
+        the model misses, so where the lite model sees no hand, the region turned by 90, -90 and 180 degrees is
+        screened too (lite runs only; on the dev set one more hand >= 30 px, no more wrong boxes)."""
         if self.lite_screen <= 0.0:
             return self._confirm(rgb, region, STAGE_BODY, self.min_presence_confidence), False
-        lite = self._confirm(rgb, region, STAGE_BODY, self.lite_screen * self.min_presence_confidence,
-                             'hand_landmark_lite')
-        if lite is None:
-            return None, False
-        hand = self._confirm(rgb, tracking_region(lite.landmarks_2d), STAGE_BODY, self.min_presence_confidence)
-        if hand is not None:
-            return hand, True
-        return self._confirm(rgb, region, STAGE_BODY, self.min_presence_confidence), False
+        for turn in BODY_REGION_TURNS:
+            turned = Region(region.cx, region.cy, region.size, region.angle + turn)
+            lite = self._confirm(rgb, turned, STAGE_BODY, self.lite_screen * self.min_presence_confidence,
+                                 'hand_landmark_lite')
+            if lite is None:
+                continue
+            hand = self._confirm(rgb, tracking_region(lite.landmarks_2d), STAGE_BODY, self.min_presence_confidence)
+            if hand is not None:
+                return hand, True
+            hand = self._confirm(rgb, turned, STAGE_BODY, self.min_presence_confidence)
+            if hand is not None:
+                return hand, False
+        return None, False
 
     def _refine(self, rgb: np.ndarray, hands: List[HandDetection], wrists,
                 refined_already: List[HandDetection]) -> List[HandDetection]:
