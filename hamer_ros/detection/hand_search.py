@@ -20,9 +20,9 @@ and gives the 21 landmarks and the side):
 
 Each hand the body stage finds is run through the full landmark model in the region its own landmarks give (as
 MediaPipe's next frame would), so its box and side do not depend on the pose's region (palm hands are in
-MediaPipe's own palm region already). The lite landmark model screens every new region first (`lite_screen`):
-most regions of a full search hold no hand, and for a body region the full model then runs once, straight in
-the region of the lite model's landmarks.
+MediaPipe's own palm region already). The lite landmark model screens every body region first (`lite_screen`):
+most of them hold no visible hand, and where one does, the full model then runs once, straight in the region
+of the lite model's landmarks; palm regions are screened too, at a lower level.
 Hands smaller than `pose_only_max_size` that the landmark model cannot confirm but whose wrist, index and pinky
 the pose model sees clearly are reported from the body alone (box, no landmarks).
 
@@ -63,9 +63,13 @@ POSE_ONLY_CENTRE_OFFSET = 1.1
 # Body regions: the pose's hand rotation first, then turned by these (radians) where the lite model sees no hand.
 BODY_REGION_TURNS = (0.0, math.pi / 2, -math.pi / 2, math.pi)
 PERSON_SAME_DISTANCE = 0.2    # same_person: hips closer than this x the person region's side
-# Full searches: the lite landmark model screens each new region at this fraction of the presence threshold
-# (HandSearch's lite_screen). On the dev set (test/data/scenes) it halved the full-model runs and lost no hand:
-# wherever the full model confirmed a hand there, the lite model's presence reached half the threshold.
+# Full searches: the lite landmark model screens each body region at this fraction of the presence threshold
+# (HandSearch's lite_screen). On the dev set (test/data/scenes) it saved two thirds of the body stage's full-model
+# runs and lost no hand: wherever the full model confirmed a hand in a body region, the lite model's presence
+# reached half the threshold. Palm regions, which the palm detector vouches for already, are screened at a fifth
+# of that (PALM_SCREEN_SHARE): there the lite model's presence fell to 0.09 on a hand the full model confirmed
+# at 0.72 (crowdpose_106848), while most regions on no hand stay below 0.05.
+PALM_SCREEN_SHARE = 0.2
 LITE_SCREEN = 0.5
 POSE_ONLY_MIN_VISIBILITY = 0.9   # 0.8 let an arm-hidden hand of a crossed-arms pose through (bus photo)
 
@@ -93,11 +97,11 @@ class HandSearch:
     num_threads: LiteRT threads per model.
     tracking_model: 'lite' (default: MediaPipe's hand_landmark_lite, about 4x faster) or 'full' for the re-check
         of tracked hands in video mode; full searches always confirm with the full model.
-    lite_screen: full searches: every new body or palm region is first run through the lite landmark model
-        (same input and outputs as the full one, about 4x faster), and the full model, which gives the reported
-        landmarks, runs only where the lite model's presence reaches this fraction of min_presence_confidence;
-        most regions hold no hand, so this saves most full-model runs (0: no screening, the full model on
-        every region).
+    lite_screen: full searches: every body region (and, at a fifth of this, every palm region) is first run
+        through the lite landmark model (same input and outputs as the full one, about 4x faster), and the full
+        model, which gives the reported landmarks, runs only where the lite model's presence reaches this
+        fraction of min_presence_confidence; most regions show no hand, so this saves most full-model runs
+        (0: no screening, the full model on every region, and no turned body regions).
     pose_only_max_size: body stage: hands the landmark model does not confirm but the pose sees clearly are
         reported from the pose alone (box only, no landmarks) when smaller than this (px); 0 turns that off.
     """
@@ -239,7 +243,8 @@ class HandSearch:
                 # A palm on a hand the body stage confirmed already needs no second landmark run.
                 if any(_overlaps(region_box(region, 1 / 2.6), hand.box_xyxy) for hand in known):
                     continue
-                hand = self._confirm(rgb, region, STAGE_PALM, self.min_presence_confidence, screen=True)
+                hand = self._confirm(rgb, region, STAGE_PALM, self.min_presence_confidence,
+                                     screen=PALM_SCREEN_SHARE * self.lite_screen)
                 if hand is not None:
                     hands.append(hand)
                     known.append(hand)
@@ -409,16 +414,16 @@ class HandSearch:
 
     # ------------------------------------------------------------------ the hand landmark model
     def _confirm(self, rgb: np.ndarray, region: Region, stage: str, threshold: float,
-                 model: str = 'hand_landmark_full', screen: bool = False) -> Optional[HandDetection]:
-        """The hand in `region` when the landmark model's presence reaches `threshold`, else None. With `screen`
-        (a new region of the full search) the lite model looks first (`lite_screen`, class docstring)."""
+                 model: str = 'hand_landmark_full', screen: float = 0.0) -> Optional[HandDetection]:
+        """The hand in `region` when the landmark model's presence reaches `threshold`, else None. `screen` > 0:
+        the lite model looks first, and the full model runs only where the lite model's presence reaches
+        `screen` x `threshold`."""
         if region.size < 4.0:
             return None
         tensor, matrix = crop(rgb, region, 224, (0.0, 1.0))
-        if screen and self.lite_screen > 0.0 and model != 'hand_landmark_lite':
-            lite_presence = float(self._models['hand_landmark_lite'].run(tensor)[1].reshape(-1)[0])
-            if lite_presence < self.lite_screen * threshold:
-                return None
+        if screen > 0.0 and float(self._models['hand_landmark_lite'].run(tensor)[1].reshape(-1)[0]) < \
+                screen * threshold:
+            return None
         landmarks, presence, handedness, world = self._models[model].run(tensor)
         presence = float(presence.reshape(-1)[0])
         if presence < threshold:
