@@ -12,7 +12,8 @@ box grown by 25 % per side; one match per hand. Printed:
 * boxes on no annotated hand: all of them, and those whose centre lies inside an annotated person's box (the
   others may be hands of people the datasets did not annotate), as a share of all boxes;
 * sides right among matched hands >= 30 px;
-* milliseconds per frame for each stage (HandSearch.last_timings) and in all.
+* milliseconds per frame for each stage (HandSearch.last_timings) and in all, and the model runs per frame
+  (a figure the machine's load does not change).
 
 Speed at 640x480 with two people (issue 11 item 3): `--speed` times the full search (image mode) and the tracked
 video mode on the crowdpose 640x480 photo with two people (crowdpose_106848.jpg resized to 640x480), repeated.
@@ -153,10 +154,12 @@ def run_recall(args, scenes):
         wrong_person += wp
         per_scene.append((scene['image'], sum(x[1] for x in r), len(r), len(found), w, 1000 * total,
                           {k: sum(h.stage == k for h in found) for k in ('body', 'palm')}))
+    runs = ', '.join(f'{name} {model.runs / (2 * len(scenes)):.1f}' for name, model in sorted(search._models.items()))
     report('HandSearch (image mode) ' + json.dumps({'palm_tiles': args.palm_tiles, 'person_tiles': args.person_tiles,
                                                     'max_people': args.max_people, **search_options(args),
                                                     'body': not args.no_body, 'palm': not args.no_palm}),
            rows, boxes, wrong, wrong_person, times)
+    print(f'  model runs per photo (mean, warm-up pass included): {runs}')
     print('  per photo: found/annotated, boxes, on no hand, ms, by stage')
     for name, hit, n, b, w, ms, stages in per_scene:
         print(f'    {name:50s} {hit:2d}/{n:2d} boxes {b:2d} wrong {w:2d} {ms:6.0f} ms {stages}')
@@ -196,12 +199,15 @@ def run_speed(args):
                 stages.append(dict(search.last_timings))
                 counts.append(len(found))
         keys = sorted({k for t in stages for k in t})
+        frames = args.repeats + 3
+        runs = ', '.join(f'{name} {model.runs / frames:.1f}' for name, model in sorted(search._models.items()))
         print(f'\n640x480, two people ({mode} mode, {args.repeats} frames): '
               f'median {1000 * statistics.median(samples):.1f} ms, '
               f'mean {1000 * statistics.mean(samples):.1f} ms, hands per frame {statistics.mean(counts):.2f}, '
               f'full searches {search.full_searches}')
         print('  ms per frame by stage (mean over frames): '
               + ', '.join(f'{k} {1000 * statistics.mean(t.get(k, 0.0) for t in stages):.1f}' for k in keys))
+        print(f'  model runs per frame (mean, warm-up frames included): {runs}')
 
 
 def main() -> int:
