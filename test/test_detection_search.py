@@ -185,6 +185,31 @@ def test_a_body_region_turned_finds_a_hand_the_poses_rotation_misses():
         (h.side, h.box_xyxy.round().tolist()) for h in hands]
 
 
+def test_weighted_nms_absorbs_overlaps_caps_its_output_and_takes_degenerate_boxes():
+    from hamer_ros.detection.regions import SsdDetection, weighted_nms
+
+    def detection(score, box):
+        return SsdDetection(score, np.array(box, dtype=float), np.array([[box[0], box[1]]], dtype=float))
+
+    a, b = detection(0.9, [0, 0, 10, 10]), detection(0.6, [1, 1, 11, 11])     # IoU 0.68: one detection
+    far = detection(0.7, [50, 50, 60, 60])
+    merged = weighted_nms([b, far, a], 0.3)
+    assert [m.score for m in merged] == [0.9, 0.7]
+    np.testing.assert_allclose(merged[0].box, [0.4, 0.4, 10.4, 10.4])       # averaged by score (0.9 : 0.6)
+    np.testing.assert_allclose(merged[0].keypoints, [[0.4, 0.4]])
+    assert [m.score for m in weighted_nms([b, far, a], 0.3, max_detections=1)] == [0.9]
+    # A score threshold of 0 lets through anchors whose boxes have no area: each is its own detection.
+    flat = [detection(0.95, [5, 5, 3, 9]), detection(0.5, [5, 5, 3, 9]), a]
+    assert [m.score for m in weighted_nms(flat, 0.3)] == [0.95, 0.9, 0.5]
+
+
+def test_a_detection_threshold_of_zero_still_gives_a_bounded_answer(sample_photo):
+    image = cv2.imread(str(sample_photo('bus_man_both')))
+    with HandSearch(min_detection_confidence=0.0, num_hands=4) as search:
+        hands = search.detect(image)
+    assert 2 <= len(hands) <= 4 and {'left', 'right'} <= {hand.side for hand in hands}
+
+
 def test_video_mode_rechecks_tracked_hands_and_searches_fully_every_period(sample_photo):
     image = cv2.imread(str(sample_photo('bus_man_both')))
     with HandSearch(running_mode='video', full_search_period=4) as video:

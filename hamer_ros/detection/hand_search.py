@@ -303,7 +303,7 @@ class HandSearch:
             tensor, matrix = crop(rgb, window, 224, (-1.0, 1.0))
             raw_boxes, raw_scores = self._models['pose_detection'].run(tensor)
             for person in weighted_nms(decode_ssd(raw_boxes, raw_scores, self._pose_anchors, 224, 4,
-                                                  self.min_detection_confidence), 0.3):
+                                                  self.min_detection_confidence), 0.3, self.max_people):
                 points = to_image(person.keypoints, matrix)
                 # keypoint 0: mid-hip centre, 1: the point giving the body's size and rotation.
                 region = aligned_region(points[0], points[1], math.pi / 2).transformed(scale=1.25)
@@ -392,7 +392,7 @@ class HandSearch:
             tensor, matrix = crop(rgb, window, 192, (0.0, 1.0))
             raw_boxes, raw_scores = self._models['palm_detection_full'].run(tensor)
             for palm in weighted_nms(decode_ssd(raw_boxes, raw_scores, self._palm_anchors, 192, 7,
-                                                self.min_detection_confidence), 0.3):
+                                                self.min_detection_confidence), 0.3, self.num_hands):
                 corners = to_image(palm.box.reshape(2, 2), matrix)
                 keypoints = to_image(palm.keypoints, matrix)
                 palms.append((palm.score, corners.reshape(4), keypoints))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -144,16 +144,35 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def weighted_nms(detections: List[SsdDetection], iou_threshold: float = 0.3) -> List[SsdDetection]:
-    """MediaPipe's WEIGHTED non-maximum suppression."""
-    remaining = sorted(detections, key=lambda d: -d.score)
+def weighted_nms(detections: List[SsdDetection], iou_threshold: float = 0.3,
+                 max_detections: Optional[int] = None) -> List[SsdDetection]:
+    """MediaPipe's WEIGHTED non-maximum suppression: the best box absorbs every box overlapping it by more than
+    `iou_threshold` (itself always, even a degenerate one), coordinates averaged by score; at most
+    `max_detections` per detector run, best first (MediaPipe's NonMaxSuppressionCalculator option
+    max_num_detections; the search passes num_hands or max_people). Vectorised: a score threshold of 0 keeps
+    thousands of anchors, many of them degenerate boxes."""
+    if not detections:
+        return []
+    order = np.argsort([-d.score for d in detections], kind='stable')
+    boxes = np.stack([detections[i].box for i in order]).astype(np.float64)
+    scores = np.array([detections[i].score for i in order])
+    keypoints = np.stack([detections[i].keypoints for i in order]).astype(np.float64)
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    remaining = np.arange(len(order))
     out = []
-    while remaining:
+    while remaining.size and (max_detections is None or len(out) < max_detections):
         best = remaining[0]
-        cluster = [d for d in remaining if box_iou(best.box, d.box) > iou_threshold]
-        remaining = [d for d in remaining if box_iou(best.box, d.box) <= iou_threshold]
-        weights = np.array([d.score for d in cluster])[:, None]
-        box = (np.stack([d.box for d in cluster]) * weights).sum(0) / weights.sum()
-        keypoints = (np.stack([d.keypoints for d in cluster]) * weights[:, :, None]).sum(0) / weights.sum()
-        out.append(SsdDetection(best.score, box, keypoints))
+        ix = np.clip(np.minimum(boxes[remaining, 2], boxes[best, 2]) - np.maximum(boxes[remaining, 0], boxes[best, 0]),
+                     0, None)
+        iy = np.clip(np.minimum(boxes[remaining, 3], boxes[best, 3]) - np.maximum(boxes[remaining, 1], boxes[best, 1]),
+                     0, None)
+        union = areas[remaining] + areas[best] - ix * iy
+        iou = np.divide(ix * iy, union, out=np.zeros_like(union), where=union > 0)
+        in_cluster = iou > iou_threshold
+        in_cluster[0] = True
+        cluster = remaining[in_cluster]
+        weights = scores[cluster]
+        out.append(SsdDetection(float(scores[best]), (boxes[cluster] * weights[:, None]).sum(0) / weights.sum(),
+                                (keypoints[cluster] * weights[:, None, None]).sum(0) / weights.sum()))
+        remaining = remaining[~in_cluster]
     return out
