@@ -62,6 +62,9 @@ POSE_ONLY_BOX_SCALE = 1.9
 POSE_ONLY_CENTRE_OFFSET = 1.1
 # Body regions: the pose's hand rotation first, then turned by these (radians) where the lite model sees no hand.
 BODY_REGION_TURNS = (0.0, math.pi / 2, -math.pi / 2, math.pi)
+# Tiles: edge strips under this share of a tile get no row or column of their own (one more row of tiles costs
+# a detector run per column; the whole-frame pass still sees the strip).
+TILE_EDGE_LEFT = 0.25
 PERSON_SAME_DISTANCE = 0.2    # same_person: hips closer than this x the person region's side
 # Full searches: the lite landmark model screens each body region at this fraction of the presence threshold
 # (HandSearch's lite_screen). On the dev set (test/data/scenes) it saved two thirds of the body stage's full-model
@@ -322,13 +325,13 @@ class HandSearch:
         windows = [letterbox_region(0, 0, width, height)]
         if tiles > 1:
             # Square tiles of 1.25 / palm_tiles of the long side (at most the short side), overlapping by at
-            # least a fifth, as many along each side as it takes to cover it (a strip under a tenth of a tile
-            # at the edge is left to the whole-frame pass).
+            # least a fifth, as many along each side as it takes to cover it; strips at the edges thinner than
+            # TILE_EDGE_LEFT of a tile are left to the whole-frame pass (a single row or column is centred).
             side = min(max(width, height) / tiles * 1.25, min(width, height))
-            rows, cols = (1 + max(0, int(math.ceil((length - side) / (0.8 * side) - 0.1)))
+            rows, cols = (1 + max(0, int(math.ceil((length - side) / (0.8 * side) - TILE_EDGE_LEFT)))
                           for length in (height, width))
-            for cy in np.linspace(side / 2, height - side / 2, rows):
-                for cx in np.linspace(side / 2, width - side / 2, cols):
+            for cy in _tile_centres(height, side, rows):
+                for cx in _tile_centres(width, side, cols):
                     windows.append(Region(float(cx), float(cy), float(side)))
         return windows
 
@@ -481,6 +484,12 @@ def tracking_region(landmarks_2d: np.ndarray) -> Region:
     # RectTransformation on the rectangle: shift 0.1 of its height upwards, x2, square on the long side.
     cx, cy = cx + s2 * 0.1 * h, cy - c2 * 0.1 * h
     return Region(float(cx), float(cy), 2.0 * float(max(w, h)), angle)
+
+
+def _tile_centres(length: float, side: float, count: int) -> np.ndarray:
+    if count == 1:
+        return np.array([length / 2])
+    return np.linspace(side / 2, length - side / 2, count)
 
 
 def same_person(a: Region, b: Region) -> bool:
