@@ -13,7 +13,8 @@ and gives the 21 landmarks and the side):
   hand_detections_from_pose_to_rects_calculator.cc: centre (2 index + pinky) / 3, side 2 x its distance to the
   wrist; hand_landmarks_from_pose_to_recrop_roi.pbtxt: x2.7, shifted up 0.1), refined by hand_recrop.tflite
   (hand_recrop_by_roi_cpu.pbtxt: two points, centre the first, side 2 x their distance, target angle -90
-  degrees, shifted up 0.1). The hand's side is also known from which wrist it is: both are combined.
+  degrees, shifted up 0.1); where the lite landmark model sees no hand there, the region is tried turned by a
+  quarter or half turn. The hand's side is also known from which wrist it is: both are combined.
 * `palm`: the palm detector (192x192) on the whole frame, and, where `palm_tiles` > 1, on overlapping square tiles
   zoomed to its input, for hands without a visible body (palm_detection_detection_to_roi.pbtxt: rotation
   wrist -> middle finger base, x2.6, shifted up 0.5).
@@ -300,7 +301,7 @@ class HandSearch:
     def _people(self, rgb: np.ndarray, tiles: bool) -> List[Region]:
         """Person regions from the BlazePose detector on the letterboxed whole frame (and, with `tiles` and
         person_tiles > 1, on zoomed tiles: people far away are too small for it in the whole frame), best first,
-        overlapping ones merged, at most max_people."""
+        one person seen by several tiles kept once (`same_person`), at most max_people."""
         people = []
         for window in self._windows(rgb, self.person_tiles if tiles else 1):
             tensor, matrix = crop(rgb, window, 224, (-1.0, 1.0))
