@@ -6,7 +6,8 @@ and gives the 21 landmarks and the side):
 
 * `tracked` (video mode): last frame's hands, re-checked in place with the lite landmark model (the region from
   their landmarks, as MediaPipe's hand_landmark_landmarks_to_roi.pbtxt: rotation wrist -> middle of the
-  index/middle/ring PIPs, box of the palm and lower-finger landmarks, x2, shifted up 0.1).
+  index/middle/ring PIPs, box of the palm and lower-finger landmarks, x2, shifted up 0.1); a hand the lite model
+  no longer sees is re-checked with the full model before it is given up.
 * `body`: BlazePose person detector (224x224, its own SSD anchors decoded here, weighted NMS, a person cap), the
   pose landmark model on each person's region (pose_detection_to_roi.pbtxt: centre hips, side 2 x hips -> scale
   point, x1.25), then a hand region per visible wrist from wrist / index / pinky (holistic's
@@ -191,8 +192,13 @@ class HandSearch:
         if self.running_mode == 'video' and self._tracked:
             start = time.perf_counter()
             for hand in [h for h in self._tracked if h.landmarks_2d is not None]:
-                confirmed = self._confirm(rgb, tracking_region(hand.landmarks_2d), STAGE_TRACKED,
-                                          self.min_tracking_confidence, self._tracking_model)
+                region = tracking_region(hand.landmarks_2d)
+                confirmed = self._confirm(rgb, region, STAGE_TRACKED, self.min_tracking_confidence,
+                                          self._tracking_model)
+                if confirmed is None and self._tracking_model != 'hand_landmark_full':
+                    # the full model's second opinion before a hand is given up: the lite model's presence runs
+                    # lower on small or half-hidden hands (0.55 where the full model gives 0.97)
+                    confirmed = self._confirm(rgb, region, STAGE_TRACKED, self.min_tracking_confidence)
                 if confirmed is not None:
                     found.append(confirmed)
                 else:
