@@ -8,7 +8,8 @@ least 0.2, or the found box's centre lies inside the annotated box grown by 25 %
 from body keypoints, whose boxes are approximate: README) the dataset's own wrist keypoint lies inside the found
 box grown by 25 % per side; one match per hand. Printed:
 
-* recall by the annotated hand's size (hands the dataset marks occluded count neither way) (longer box side): < 30 px, 30-80 px, > 80 px;
+* recall by the annotated hand's size (longer box side): < 30 px, 30-80 px, > 80 px (hands the dataset marks
+  occluded count neither way);
 * boxes on no annotated hand: all of them, and those whose centre lies inside an annotated person's box (the
   others may be hands of people the datasets did not annotate), as a share of all boxes;
 * sides right among matched hands >= 30 px;
