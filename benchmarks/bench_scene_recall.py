@@ -8,11 +8,13 @@ least 0.2, or the found box's centre lies inside the annotated box grown by 25 %
 from body keypoints, whose boxes are approximate: README) the dataset's own wrist keypoint lies inside the found
 box grown by 25 % per side; one match per hand. Printed:
 
-* recall by the annotated hand's size (hands the dataset marks occluded count neither way) (longer box side): < 30 px, 30-80 px, > 80 px;
+* recall by the annotated hand's size (longer box side): < 30 px, 30-80 px, > 80 px (hands the dataset marks
+  occluded count neither way);
 * boxes on no annotated hand: all of them, and those whose centre lies inside an annotated person's box (the
   others may be hands of people the datasets did not annotate), as a share of all boxes;
 * sides right among matched hands >= 30 px;
-* milliseconds per frame for each stage (HandSearch.last_timings) and in all.
+* milliseconds per frame for each stage (HandSearch.last_timings) and in all, and the model runs per frame
+  (a figure the machine's load does not change).
 
 Speed at 640x480 with two people (issue 11 item 3): `--speed` times the full search (image mode) and the tracked
 video mode on the crowdpose 640x480 photo with two people (crowdpose_106848.jpg resized to 640x480), repeated.
@@ -123,12 +125,17 @@ def report(name, rows, boxes, wrong, wrong_person, times):
         print('  ms per frame (mean): ' + ', '.join(parts))
 
 
+def search_options(args) -> dict:
+    return {'min_detection_confidence': args.min_detection_confidence,
+            'min_presence_confidence': args.min_presence_confidence, 'lite_screen': args.lite_screen}
+
+
 def run_recall(args, scenes):
     from hamer_ros.detection import HandDetector, HandSearch
 
     search = HandSearch(running_mode='image', num_hands=args.num_hands, body_stage=not args.no_body,
                         palm_stage=not args.no_palm, palm_tiles=args.palm_tiles, person_tiles=args.person_tiles,
-                        max_people=args.max_people)
+                        max_people=args.max_people, **search_options(args))
     images = {s['image']: cv2.imread(str(SCENES / s['image'])) for s in scenes}
     for scene in scenes:                   # warm-up
         search.detect(images[scene['image']])
@@ -148,10 +155,12 @@ def run_recall(args, scenes):
         wrong_person += wp
         per_scene.append((scene['image'], sum(x[1] for x in r), len(r), len(found), w, 1000 * total,
                           {k: sum(h.stage == k for h in found) for k in ('body', 'palm')}))
+    runs = ', '.join(f'{name} {model.runs / (2 * len(scenes)):.1f}' for name, model in sorted(search._models.items()))
     report('HandSearch (image mode) ' + json.dumps({'palm_tiles': args.palm_tiles, 'person_tiles': args.person_tiles,
-                                                    'max_people': args.max_people,
+                                                    'max_people': args.max_people, **search_options(args),
                                                     'body': not args.no_body, 'palm': not args.no_palm}),
            rows, boxes, wrong, wrong_person, times)
+    print(f'  model runs per photo (mean, warm-up pass included): {runs}')
     print('  per photo: found/annotated, boxes, on no hand, ms, by stage')
     for name, hit, n, b, w, ms, stages in per_scene:
         print(f'    {name:50s} {hit:2d}/{n:2d} boxes {b:2d} wrong {w:2d} {ms:6.0f} ms {stages}')
@@ -178,7 +187,7 @@ def run_speed(args):
     for mode in ('image', 'video'):
         search = HandSearch(running_mode=mode, num_hands=args.num_hands, body_stage=not args.no_body,
                             palm_stage=not args.no_palm, palm_tiles=args.palm_tiles, person_tiles=args.person_tiles,
-                        max_people=args.max_people)
+                        max_people=args.max_people, **search_options(args))
         samples, stages, counts = [], [], []
         for i in range(args.repeats + 3):
             # video: the photo shifted by 1 px per frame, so that the tracked regions move as in a stream
@@ -191,12 +200,15 @@ def run_speed(args):
                 stages.append(dict(search.last_timings))
                 counts.append(len(found))
         keys = sorted({k for t in stages for k in t})
+        frames = args.repeats + 3
+        runs = ', '.join(f'{name} {model.runs / frames:.1f}' for name, model in sorted(search._models.items()))
         print(f'\n640x480, two people ({mode} mode, {args.repeats} frames): '
               f'median {1000 * statistics.median(samples):.1f} ms, '
               f'mean {1000 * statistics.mean(samples):.1f} ms, hands per frame {statistics.mean(counts):.2f}, '
               f'full searches {search.full_searches}')
         print('  ms per frame by stage (mean over frames): '
               + ', '.join(f'{k} {1000 * statistics.mean(t.get(k, 0.0) for t in stages):.1f}' for k in keys))
+        print(f'  model runs per frame (mean, warm-up frames included): {runs}')
 
 
 def main() -> int:
@@ -205,6 +217,10 @@ def main() -> int:
     parser.add_argument('--person-tiles', type=int, default=1)
     parser.add_argument('--max-people', type=int, default=4)
     parser.add_argument('--num-hands', type=int, default=8)
+    parser.add_argument('--min-detection-confidence', type=float, default=0.5, help='palm and person detectors')
+    parser.add_argument('--min-presence-confidence', type=float, default=0.5, help='hand landmark model')
+    parser.add_argument('--lite-screen', type=float, default=0.5,
+                        help='HandSearch lite_screen (0: the full landmark model on every region)')
     parser.add_argument('--no-body', action='store_true')
     parser.add_argument('--no-palm', action='store_true')
     parser.add_argument('--speed', action='store_true', help='also time 640x480 two-person frames')

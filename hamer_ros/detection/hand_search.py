@@ -6,21 +6,25 @@ and gives the 21 landmarks and the side):
 
 * `tracked` (video mode): last frame's hands, re-checked in place with the lite landmark model (the region from
   their landmarks, as MediaPipe's hand_landmark_landmarks_to_roi.pbtxt: rotation wrist -> middle of the
-  index/middle/ring PIPs, box of the palm and lower-finger landmarks, x2, shifted up 0.1).
+  index/middle/ring PIPs, box of the palm and lower-finger landmarks, x2, shifted up 0.1); a hand the lite model
+  no longer sees is re-checked with the full model before it is given up.
 * `body`: BlazePose person detector (224x224, its own SSD anchors decoded here, weighted NMS, a person cap), the
   pose landmark model on each person's region (pose_detection_to_roi.pbtxt: centre hips, side 2 x hips -> scale
   point, x1.25), then a hand region per visible wrist from wrist / index / pinky (holistic's
   hand_detections_from_pose_to_rects_calculator.cc: centre (2 index + pinky) / 3, side 2 x its distance to the
   wrist; hand_landmarks_from_pose_to_recrop_roi.pbtxt: x2.7, shifted up 0.1), refined by hand_recrop.tflite
   (hand_recrop_by_roi_cpu.pbtxt: two points, centre the first, side 2 x their distance, target angle -90
-  degrees, shifted up 0.1). The hand's side is also known from which wrist it is: both are combined.
+  degrees, shifted up 0.1); where the lite landmark model sees no hand there, the region is tried turned by a
+  quarter or half turn. The hand's side is also known from which wrist it is: both are combined.
 * `palm`: the palm detector (192x192) on the whole frame, and, where `palm_tiles` > 1, on overlapping square tiles
   zoomed to its input, for hands without a visible body (palm_detection_detection_to_roi.pbtxt: rotation
   wrist -> middle finger base, x2.6, shifted up 0.5).
 
-Each hand the body stage finds is run once more through the full landmark model in the region its own landmarks
-give (as MediaPipe's next frame would), so its box and side do not depend on the pose's region (palm hands are
-in MediaPipe's own palm region already).
+Each hand the body stage finds is run through the full landmark model in the region its own landmarks give (as
+MediaPipe's next frame would), so its box and side do not depend on the pose's region (palm hands are in
+MediaPipe's own palm region already). The lite landmark model screens every body region first (`lite_screen`):
+most of them hold no visible hand, and where one does, the full model then runs once, straight in the region
+of the lite model's landmarks; palm regions are screened too, at a lower level.
 Hands smaller than `pose_only_max_size` that the landmark model cannot confirm but whose wrist, index and pinky
 the pose model sees clearly are reported from the body alone (box, no landmarks).
 
@@ -58,6 +62,20 @@ _MIN_WRIST_VISIBILITY = 0.1        # holistic's hand_visibility_from_hand_landma
 # Pose-only hands (HandSearch._pose_only_hand): box geometry from wrist / index / pinky, and the visibility needed.
 POSE_ONLY_BOX_SCALE = 1.9
 POSE_ONLY_CENTRE_OFFSET = 1.1
+# Body regions: the pose's hand rotation first, then turned by these (radians) where the lite model sees no hand.
+BODY_REGION_TURNS = (0.0, math.pi / 2, -math.pi / 2, math.pi)
+# Tiles: edge strips under this share of a tile get no row or column of their own (one more row of tiles costs
+# a detector run per column; the whole-frame pass still sees the strip).
+TILE_EDGE_LEFT = 0.25
+PERSON_SAME_DISTANCE = 0.2    # same_person: hips closer than this x the person region's side
+# Full searches: the lite landmark model screens each body region at this fraction of the presence threshold
+# (HandSearch's lite_screen). On the dev set (test/data/scenes) it saved two thirds of the body stage's full-model
+# runs and lost no hand: wherever the full model confirmed a hand in a body region, the lite model's presence
+# reached half the threshold. Palm regions, which the palm detector vouches for already, are screened at a fifth
+# of that (PALM_SCREEN_SHARE): there the lite model's presence fell to 0.09 on a hand the full model confirmed
+# at 0.72 (crowdpose_106848), while most regions on no hand stay below 0.05.
+PALM_SCREEN_SHARE = 0.2
+LITE_SCREEN = 0.5
 POSE_ONLY_MIN_VISIBILITY = 0.9   # 0.8 let an arm-hidden hand of a crossed-arms pose through (bus photo)
 
 
@@ -84,6 +102,11 @@ class HandSearch:
     num_threads: LiteRT threads per model.
     tracking_model: 'lite' (default: MediaPipe's hand_landmark_lite, about 4x faster) or 'full' for the re-check
         of tracked hands in video mode; full searches always confirm with the full model.
+    lite_screen: full searches: every body region (and, at a fifth of this, every palm region) is first run
+        through the lite landmark model (same input and outputs as the full one, about 4x faster), and the full
+        model, which gives the reported landmarks, runs only where the lite model's presence reaches this
+        fraction of min_presence_confidence; most regions show no hand, so this saves most full-model runs
+        (0: no screening, the full model on every region, and no turned body regions).
     pose_only_max_size: body stage: hands the landmark model does not confirm but the pose sees clearly are
         reported from the pose alone (box only, no landmarks) when smaller than this (px); 0 turns that off.
     """
@@ -94,6 +117,7 @@ class HandSearch:
                  min_detection_confidence: float = 0.5, min_presence_confidence: float = 0.5,
                  min_tracking_confidence: float = 0.5, mirrored: bool = False, rgb_input: bool = False,
                  num_threads: int = 2, pose_only_max_size: float = 40.0, tracking_model: str = 'lite',
+                 lite_screen: float = LITE_SCREEN,
                  provision_models: bool = True):
         from hamer_ros.detection.hand_detector import RUNNING_MODES
         from hamer_ros.detection.search_models import LITERT_MISSING, TfliteModel, ensure_search_models, \
@@ -129,7 +153,11 @@ class HandSearch:
         if tracking_model not in ('lite', 'full'):
             raise ValueError(f"tracking_model must be 'lite' or 'full', got {tracking_model!r}")
         self._tracking_model = f'hand_landmark_{tracking_model}'
-        names = sorted({'hand_landmark_full', self._tracking_model}) + \
+        if not 0.0 <= lite_screen <= 1.0:
+            raise ValueError(f'lite_screen must lie in [0, 1], got {lite_screen}')
+        self.lite_screen = float(lite_screen)
+        names = sorted({'hand_landmark_full', self._tracking_model}
+                       | ({'hand_landmark_lite'} if self.lite_screen > 0 else set())) + \
             (['palm_detection_full'] if palm_stage else []) + \
             (['pose_detection', 'pose_landmark_full', 'hand_recrop'] if body_stage else [])
         paths = ensure_search_models(names, provision=provision_models)
@@ -164,8 +192,13 @@ class HandSearch:
         if self.running_mode == 'video' and self._tracked:
             start = time.perf_counter()
             for hand in [h for h in self._tracked if h.landmarks_2d is not None]:
-                confirmed = self._confirm(rgb, tracking_region(hand.landmarks_2d), STAGE_TRACKED,
-                                          self.min_tracking_confidence, self._tracking_model)
+                region = tracking_region(hand.landmarks_2d)
+                confirmed = self._confirm(rgb, region, STAGE_TRACKED, self.min_tracking_confidence,
+                                          self._tracking_model)
+                if confirmed is None and self._tracking_model != 'hand_landmark_full':
+                    # the full model's second opinion before a hand is given up: the lite model's presence runs
+                    # lower on small or half-hidden hands (0.55 where the full model gives 0.97)
+                    confirmed = self._confirm(rgb, region, STAGE_TRACKED, self.min_tracking_confidence)
                 if confirmed is not None:
                     found.append(confirmed)
                 else:
@@ -179,16 +212,19 @@ class HandSearch:
         if full:
             self.full_searches += 1
             self._frames_since_full = 0
-            new, wrists = self._full_search(rgb, tiles=not found)
-            found = merge_hands(found + self._refine(rgb, merge_hands(new, 10 ** 6), wrists), self.num_hands)
+            new, wrists, refined = self._full_search(rgb, tiles=not found)
+            found = merge_hands(found + self._refine(rgb, merge_hands(new, 10 ** 6), wrists, refined),
+                                self.num_hands)
         self._tracked = list(found) if self.running_mode == 'video' else []
         return list(found)
 
     # ------------------------------------------------------------------ stages
     def _full_search(self, rgb: np.ndarray, tiles: bool):
-        """(new hands, [(side, wrist px, visibility)] of the bodies' visible wrists)."""
+        """(new hands, [(side, wrist px, visibility)] of the bodies' visible wrists, the new hands found in the
+        region of their own landmarks already)."""
         hands: List[HandDetection] = []
         wrists: List[Tuple[str, np.ndarray, float]] = []
+        refined: List[HandDetection] = []
         if self.body_stage:
             start = time.perf_counter()
             candidates = []
@@ -199,7 +235,9 @@ class HandSearch:
             self.last_timings['body_pose'] = time.perf_counter() - start
             start = time.perf_counter()
             for region, pose_hand in candidates:
-                hand = self._confirm(rgb, region, STAGE_BODY, self.min_presence_confidence)
+                hand, in_own_region = self._body_hand(rgb, region)
+                if in_own_region:
+                    refined.append(hand)
                 if hand is None:
                     hand = pose_hand      # small and clearly visible: the body's own box (or None)
                 if hand is not None:
@@ -215,21 +253,49 @@ class HandSearch:
                 # A palm on a hand the body stage confirmed already needs no second landmark run.
                 if any(_overlaps(region_box(region, 1 / 2.6), hand.box_xyxy) for hand in known):
                     continue
-                hand = self._confirm(rgb, region, STAGE_PALM, self.min_presence_confidence)
+                hand = self._confirm(rgb, region, STAGE_PALM, self.min_presence_confidence,
+                                     screen=PALM_SCREEN_SHARE * self.lite_screen)
                 if hand is not None:
                     hands.append(hand)
                     known.append(hand)
             self.last_timings['palm_hands'] = time.perf_counter() - start
-        return hands, wrists
+        return hands, wrists, refined
 
-    def _refine(self, rgb: np.ndarray, hands: List[HandDetection], wrists) -> List[HandDetection]:
+    def _body_hand(self, rgb: np.ndarray, region: Region) -> Tuple[Optional[HandDetection], bool]:
+        """(the hand the landmark model confirms in a body-derived region or None, whether it was found in the
+        region of its own landmarks already). With `lite_screen` the lite model looks first, and the full model
+        then runs straight in the region the lite model's landmarks give (what `_refine` would do next: one full
+        run instead of two); where it sees no hand there, in the pose's region. The landmark model wants the hand
+        upright (wrist down) and its presence falls to zero when the region's rotation is far off; the pose's
+        direction of the hand (wrist -> index and pinky) is least reliable on the small, bent or half-hidden hands
+        the model misses, so where the lite model sees no hand, the region turned by 90, -90 and 180 degrees is
+        screened too (lite runs only; on the dev set one more hand >= 30 px, no more wrong boxes)."""
+        if self.lite_screen <= 0.0:
+            return self._confirm(rgb, region, STAGE_BODY, self.min_presence_confidence), False
+        for turn in BODY_REGION_TURNS:
+            turned = Region(region.cx, region.cy, region.size, region.angle + turn)
+            lite = self._confirm(rgb, turned, STAGE_BODY, self.lite_screen * self.min_presence_confidence,
+                                 'hand_landmark_lite')
+            if lite is None:
+                continue
+            hand = self._confirm(rgb, tracking_region(lite.landmarks_2d), STAGE_BODY, self.min_presence_confidence)
+            if hand is not None:
+                return hand, True
+            hand = self._confirm(rgb, turned, STAGE_BODY, self.min_presence_confidence)
+            if hand is not None:
+                return hand, False
+        return None, False
+
+    def _refine(self, rgb: np.ndarray, hands: List[HandDetection], wrists,
+                refined_already: List[HandDetection]) -> List[HandDetection]:
         """Each new body-stage hand once more in the region its own landmarks give (as MediaPipe's next frame
         would): its landmarks and the hand model's side then no longer depend on the pose's region. Every side is
         then combined with the body's wrist at the hand, when there is one."""
         start = time.perf_counter()
         refined = []
         for hand in hands:
-            if hand.landmarks_2d is None or hand.stage == STAGE_PALM:
+            if (hand.landmarks_2d is None or hand.stage == STAGE_PALM
+                    or any(hand is other for other in refined_already)):
                 # a pose-only hand has nothing to refine; a palm hand's region is MediaPipe's own already
                 refined.append(_side_from_wrists(hand, wrists))
                 continue
@@ -241,13 +307,13 @@ class HandSearch:
     def _people(self, rgb: np.ndarray, tiles: bool) -> List[Region]:
         """Person regions from the BlazePose detector on the letterboxed whole frame (and, with `tiles` and
         person_tiles > 1, on zoomed tiles: people far away are too small for it in the whole frame), best first,
-        overlapping ones merged, at most max_people."""
+        one person seen by several tiles kept once (`same_person`), at most max_people."""
         people = []
         for window in self._windows(rgb, self.person_tiles if tiles else 1):
             tensor, matrix = crop(rgb, window, 224, (-1.0, 1.0))
             raw_boxes, raw_scores = self._models['pose_detection'].run(tensor)
             for person in weighted_nms(decode_ssd(raw_boxes, raw_scores, self._pose_anchors, 224, 4,
-                                                  self.min_detection_confidence), 0.3):
+                                                  self.min_detection_confidence), 0.3, self.max_people):
                 points = to_image(person.keypoints, matrix)
                 # keypoint 0: mid-hip centre, 1: the point giving the body's size and rotation.
                 region = aligned_region(points[0], points[1], math.pi / 2).transformed(scale=1.25)
@@ -255,7 +321,7 @@ class HandSearch:
         people.sort(key=lambda p: -p[0])
         kept: List[Region] = []
         for _, region in people:
-            if all(box_iou(region.box(), other.box()) <= 0.5 for other in kept):
+            if not any(same_person(region, other) for other in kept):
                 kept.append(region)
         return kept[:self.max_people]
 
@@ -266,13 +332,13 @@ class HandSearch:
         windows = [letterbox_region(0, 0, width, height)]
         if tiles > 1:
             # Square tiles of 1.25 / palm_tiles of the long side (at most the short side), overlapping by at
-            # least a fifth, as many along each side as it takes to cover it (a strip under a tenth of a tile
-            # at the edge is left to the whole-frame pass).
+            # least a fifth, as many along each side as it takes to cover it; strips at the edges thinner than
+            # TILE_EDGE_LEFT of a tile are left to the whole-frame pass (a single row or column is centred).
             side = min(max(width, height) / tiles * 1.25, min(width, height))
-            rows, cols = (1 + max(0, int(math.ceil((length - side) / (0.8 * side) - 0.1)))
+            rows, cols = (1 + max(0, int(math.ceil((length - side) / (0.8 * side) - TILE_EDGE_LEFT)))
                           for length in (height, width))
-            for cy in np.linspace(side / 2, height - side / 2, rows):
-                for cx in np.linspace(side / 2, width - side / 2, cols):
+            for cy in _tile_centres(height, side, rows):
+                for cx in _tile_centres(width, side, cols):
                     windows.append(Region(float(cx), float(cy), float(side)))
         return windows
 
@@ -336,7 +402,7 @@ class HandSearch:
             tensor, matrix = crop(rgb, window, 192, (0.0, 1.0))
             raw_boxes, raw_scores = self._models['palm_detection_full'].run(tensor)
             for palm in weighted_nms(decode_ssd(raw_boxes, raw_scores, self._palm_anchors, 192, 7,
-                                                self.min_detection_confidence), 0.3):
+                                                self.min_detection_confidence), 0.3, self.num_hands):
                 corners = to_image(palm.box.reshape(2, 2), matrix)
                 keypoints = to_image(palm.keypoints, matrix)
                 palms.append((palm.score, corners.reshape(4), keypoints))
@@ -358,11 +424,16 @@ class HandSearch:
 
     # ------------------------------------------------------------------ the hand landmark model
     def _confirm(self, rgb: np.ndarray, region: Region, stage: str, threshold: float,
-                 model: str = 'hand_landmark_full') -> Optional[HandDetection]:
-        """The hand in `region` when the landmark model's presence reaches `threshold`, else None."""
+                 model: str = 'hand_landmark_full', screen: float = 0.0) -> Optional[HandDetection]:
+        """The hand in `region` when the landmark model's presence reaches `threshold`, else None. `screen` > 0:
+        the lite model looks first, and the full model runs only where the lite model's presence reaches
+        `screen` x `threshold`."""
         if region.size < 4.0:
             return None
         tensor, matrix = crop(rgb, region, 224, (0.0, 1.0))
+        if screen > 0.0 and float(self._models['hand_landmark_lite'].run(tensor)[1].reshape(-1)[0]) < \
+                screen * threshold:
+            return None
         landmarks, presence, handedness, world = self._models[model].run(tensor)
         presence = float(presence.reshape(-1)[0])
         if presence < threshold:
@@ -420,6 +491,21 @@ def tracking_region(landmarks_2d: np.ndarray) -> Region:
     # RectTransformation on the rectangle: shift 0.1 of its height upwards, x2, square on the long side.
     cx, cy = cx + s2 * 0.1 * h, cy - c2 * 0.1 * h
     return Region(float(cx), float(cy), 2.0 * float(max(w, h)), angle)
+
+
+def _tile_centres(length: float, side: float, count: int) -> np.ndarray:
+    if count == 1:
+        return np.array([length / 2])
+    return np.linspace(side / 2, length - side / 2, count)
+
+
+def same_person(a: Region, b: Region) -> bool:
+    """Two person regions (centre = mid-hip, side from the body's size) are one person seen twice (by two
+    overlapping tiles) when their hips lie within a fifth of the smaller region's side and their sizes agree
+    within a factor 1.5. Not box overlap: the regions are 2.5 body sizes wide, so two people side by side (one
+    holding a cup to the other's mouth, a crowd) overlap by far more than the usual NMS threshold."""
+    small, large = sorted((a.size, b.size))
+    return math.hypot(a.cx - b.cx, a.cy - b.cy) < PERSON_SAME_DISTANCE * small and large < 1.5 * small
 
 
 def region_box(region: Region, scale: float = 1.0) -> np.ndarray:

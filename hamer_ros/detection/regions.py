@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -136,9 +136,6 @@ def decode_ssd(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarra
     return out
 
 
-MAX_NMS_CANDIDATES = 200
-
-
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -147,18 +144,35 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def weighted_nms(detections: List[SsdDetection], iou_threshold: float = 0.3) -> List[SsdDetection]:
-    """MediaPipe's WEIGHTED non-maximum suppression, over the `MAX_NMS_CANDIDATES` best-scored detections (a
-    threshold near 0 passes every anchor, and the clustering is quadratic in their number)."""
-    remaining = sorted(detections, key=lambda d: -d.score)[:MAX_NMS_CANDIDATES]
+def weighted_nms(detections: List[SsdDetection], iou_threshold: float = 0.3,
+                 max_detections: Optional[int] = None) -> List[SsdDetection]:
+    """MediaPipe's WEIGHTED non-maximum suppression: the best box absorbs every box overlapping it by more than
+    `iou_threshold` (itself always, even a degenerate one), coordinates averaged by score; at most
+    `max_detections` per detector run, best first (MediaPipe's NonMaxSuppressionCalculator option
+    max_num_detections; the search passes num_hands or max_people). Vectorised: a score threshold of 0 keeps
+    thousands of anchors, many of them degenerate boxes."""
+    if not detections:
+        return []
+    order = np.argsort([-d.score for d in detections], kind='stable')
+    boxes = np.stack([detections[i].box for i in order]).astype(np.float64)
+    scores = np.array([detections[i].score for i in order])
+    keypoints = np.stack([detections[i].keypoints for i in order]).astype(np.float64)
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    remaining = np.arange(len(order))
     out = []
-    while remaining:
-        best, rest = remaining[0], remaining[1:]
-        # The best one always leads its cluster (a degenerate box overlaps nothing, itself included).
-        cluster = [best] + [d for d in rest if box_iou(best.box, d.box) > iou_threshold]
-        remaining = [d for d in rest if box_iou(best.box, d.box) <= iou_threshold]
-        weights = np.array([d.score for d in cluster])[:, None]
-        box = (np.stack([d.box for d in cluster]) * weights).sum(0) / weights.sum()
-        keypoints = (np.stack([d.keypoints for d in cluster]) * weights[:, :, None]).sum(0) / weights.sum()
-        out.append(SsdDetection(best.score, box, keypoints))
+    while remaining.size and (max_detections is None or len(out) < max_detections):
+        best = remaining[0]
+        ix = np.clip(np.minimum(boxes[remaining, 2], boxes[best, 2]) - np.maximum(boxes[remaining, 0], boxes[best, 0]),
+                     0, None)
+        iy = np.clip(np.minimum(boxes[remaining, 3], boxes[best, 3]) - np.maximum(boxes[remaining, 1], boxes[best, 1]),
+                     0, None)
+        union = areas[remaining] + areas[best] - ix * iy
+        iou = np.divide(ix * iy, union, out=np.zeros_like(union), where=union > 0)
+        in_cluster = iou > iou_threshold
+        in_cluster[0] = True
+        cluster = remaining[in_cluster]
+        weights = scores[cluster]
+        out.append(SsdDetection(float(scores[best]), (boxes[cluster] * weights[:, None]).sum(0) / weights.sum(),
+                                (keypoints[cluster] * weights[:, None, None]).sum(0) / weights.sum()))
+        remaining = remaining[~in_cluster]
     return out

@@ -118,8 +118,10 @@ class TfliteModel:
         self.input_size = int(self._input['shape'][1])
         outputs = sorted(self._interpreter.get_output_details(), key=lambda d: _name_order(d['name']))
         self._outputs = [d['index'] for d in outputs]
+        self.runs = 0                       # invocations so far (benchmarks: model runs per frame)
 
     def run(self, x: np.ndarray) -> List[np.ndarray]:
+        self.runs += 1
         self._interpreter.set_tensor(self._input['index'], np.ascontiguousarray(x, dtype=np.float32))
         self._interpreter.invoke()
         return [self._interpreter.get_tensor(i)[0].copy() for i in self._outputs]
