@@ -647,21 +647,19 @@ def test_parameters_change_safely_at_run_time(start, photo):
     assert np.count_nonzero(np.any(drawn != photo, axis=2)) > 100      # something was drawn on it
 
 
-def _range_ends(default, constraints, choices=None):
-    """(values inside the declared range, values just outside it) of a writable parameter; `choices`: the values a
-    string parameter may take."""
-    if choices is not None:
-        return list(choices), ['not-one-of-them']
-    if isinstance(default, bool):
+def _range_ends(param):
+    """(values inside the declared range, values just outside it) of a writable parameter (a row of the
+    parameter table)."""
+    if param.choices:
+        return list(param.choices), ['not-one-of-them']
+    if isinstance(param.default, bool):
         return [False, True], []
-    if isinstance(default, list):          # RGB colours in [0, 1]
+    if isinstance(param.default, list):          # RGB colours in [0, 1]
         return [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]], [[-0.01, 0.0, 0.0], [1.0, 1.01, 1.0]]
-    if 'integer_range' in constraints:
-        low, high = constraints['integer_range'][0].from_value, constraints['integer_range'][0].to_value
-        return [low, high], [low - 1, high + 1]
-    if 'floating_point_range' in constraints:
-        declared = constraints['floating_point_range'][0]
-        low, high = declared.from_value, declared.to_value
+    if param.low is not None and isinstance(param.default, int):
+        return [param.low, param.high], [param.low - 1, param.high + 1]
+    if param.low is not None:
+        low, high = float(param.low), float(param.high)
         outside = [low - (high - low) / 100, high + (high - low) / 100]
         return [low, high], outside + ([0.0] if low > 0.0 else [])      # 0.0: where MediaPipe aborted
     return [], []
@@ -672,7 +670,7 @@ def test_every_writable_parameter_at_both_ends_of_its_range_while_frames_flow(st
     each, so MediaPipe's video mode tracks with the new thresholds) and just outside (refused), then back to its
     default: the node survives all of it and still answers. detector.min_tracking_confidence = 0.0, once inside
     the declared range, aborted the process in MediaPipe."""
-    from hamer_ros.ros.node import _STRING_CHOICES, PARAMETERS
+    from hamer_ros.ros.parameters import PARAMETERS
 
     node, probe = start({'model': 'small_random', 'diagnostics_period': 0.2})
     node_name = f'/{node.namespace}/hamer_node'
@@ -683,10 +681,11 @@ def test_every_writable_parameter_at_both_ends_of_its_range_while_frames_flow(st
         processed, bad = probe.diagnostic_value('frames processed'), probe.diagnostic_value('bad images')
         return int(processed or 0) + int(bad or 0)
 
-    writable = [(name, default, constraints) for name, default, read_only, _, constraints in PARAMETERS
-                if not read_only and name != 'frame_prefix']      # TF names: the prefix's own tests (issue 9)
-    for name, default, constraints in writable:
-        inside, outside = _range_ends(default, constraints, _STRING_CHOICES.get(name))
+    writable = [param for param in PARAMETERS
+                if not param.read_only and param.name != 'frame_prefix']      # TF names: the prefix's own tests
+    for param in writable:
+        name, default = param.name, param.default
+        inside, outside = _range_ends(param)
         assert inside, name
         for value in outside:
             ok, reason = _set_parameter(probe, node_name, name, value)

@@ -21,37 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / 'launch' / 'hamer.launch.py'
 
 
-def _flatten(tree: dict, prefix: str = '') -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f'{prefix}{key}.'))
-        else:
-            flat[f'{prefix}{key}'] = value
-    return flat
-
-
-def test_config_lists_every_parameter_with_its_default():
-    pytest.importorskip('rclpy', reason='the node module needs the colcon-built environment: . scripts/env.sh')
-    from hamer_ros.ros.node import PARAMETERS
-
-    config = yaml.safe_load((ROOT / 'config' / 'hamer.yaml').read_text())
-    values = _flatten(config['/**']['ros__parameters'])
-    defaults = {name: default for name, default, _, _, _ in PARAMETERS}
-    assert values == defaults
-    for name, _, _, description, _ in PARAMETERS:
-        assert len(description) > 15, f'{name} needs a description'
-
-
-def test_docs_describe_every_parameter():
-    pytest.importorskip('rclpy', reason='the node module needs the colcon-built environment: . scripts/env.sh')
-    from hamer_ros.ros.node import PARAMETERS
-
-    docs = (ROOT / 'README.md').read_text()
-    missing = [name for name, *_ in PARAMETERS if f'| `{name}` |' not in docs]
-    assert missing == []
-
-
 def test_rviz_config_shows_markers_tf_and_overlay():
     rviz = yaml.safe_load((ROOT / 'config' / 'hamer.rviz').read_text())
     displays = {d['Class']: d for d in rviz['Visualization Manager']['Displays']}

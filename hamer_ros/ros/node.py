@@ -21,7 +21,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import rclpy
@@ -37,10 +37,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from hamer_ros.detection.external_boxes import MODES as EXTERNAL_BOX_MODES
 from hamer_ros.detection.external_boxes import BoxBuffer, detections_from_boxes_msg, mismatch_text
-from hamer_ros.detection.hand_detector import CONFIDENCE_RANGES
-from hamer_ros.hamer.model import AUTOCAST_DTYPES, PERSPECTIVE_CORRECTIONS, PRECISIONS, HamerModel
+from hamer_ros.hamer.model import AUTOCAST_DTYPES, HamerModel
 from hamer_ros.io import bag_io
 from hamer_ros.msg import HandBoxArray, HandMeshArray
 from hamer_ros.overlap import LatestSlot, OverlappedPipeline
@@ -48,160 +46,37 @@ from hamer_ros.pipeline import HandPipeline, faces_by_side
 from hamer_ros.provisioning import paths
 from hamer_ros.ros import stamp_order
 from hamer_ros.ros.camera_info import INVALID_K, SIZE_MISMATCH, camera_info_intrinsics, ignored_distortion
-from hamer_ros.ros.image_conversion import (DEFAULT_MAX_PIXELS, ImageRefused, bgr_to_image_msg,
+from hamer_ros.ros.image_conversion import (ImageRefused, bgr_to_image_msg,
                                             compressed_msg_to_bgr, image_msg_to_bgr)
 from hamer_ros.ros.log_throttle import WarningThrottle
 from hamer_ros.ros.markers import MarkerBuilder, MarkerStyle
+from hamer_ros.ros.parameters import PARAMETERS, Param, check_value
 from hamer_ros.ros.ros_messages import fast_markers_work, hand_mesh_array, serialize_hand_markers
 from hamer_ros.ros.stamp_order import StampOrder
-from hamer_ros.ros.tf_frames import (TF_FRAME_SETS, HandFrameNames, frame_id_for_tf, frame_prefix_for_tf,
+from hamer_ros.ros.tf_frames import (HandFrameNames, frame_id_for_tf, frame_prefix_for_tf,
                                      hand_transforms, resolve_frame_prefix)
 from hamer_ros.runtime_tuning import release_freed_memory
 from hamer_ros.types import CameraIntrinsics
 
 # ------------------------------------------------------------------------------------------- parameters
 
-_STRING_CHOICES = {
-    'model': ('hamer', 'small_random'),
-    'device': ('auto', 'cpu', 'cuda'),
-    'precision': PRECISIONS,
-    'image_transport': ('raw', 'compressed'),
-    'detector.running_mode': ('video', 'image'),
-    'overlap_detection': ('auto', 'on', 'off'),
-    'publish.tf_frames': TF_FRAME_SETS,
-    'perspective_correction': PERSPECTIVE_CORRECTIONS,
-    'external_boxes.mode': EXTERNAL_BOX_MODES,
-}
-
-
-def _float_range(low: float, high: float) -> dict:
-    return {'floating_point_range': [FloatingPointRange(from_value=low, to_value=high, step=0.0)]}
-
-
-def _int_range(low: int, high: int) -> dict:
-    return {'integer_range': [IntegerRange(from_value=low, to_value=high, step=1)]}
-
-
-# name, default, read-only, description, constraints. Read-only: fixed for the node's lifetime (they decide
-# what is loaded or subscribed); the others may be changed at run time with `ros2 param set`.
-PARAMETERS: List[Tuple[str, Any, bool, str, dict]] = [
-    ('model', 'hamer', True, 'hamer: the HaMeR weights in data_dir. small_random: a small network with random '
-     'weights and a synthetic MANO, for tests and benchmarks only (its meshes mean nothing)', {}),
-    ('data_dir', '', True, 'HaMeR data folder (layout of the official _DATA: hamer_ckpts/, data/mano/); empty: '
-     '$HAMER_ROS_DATA_DIR, else ~/.local/share/hamer_ros/_DATA', {}),
-    ('device', 'auto', True, 'compute device for HaMeR: auto (cuda when available), cpu or cuda', {}),
-    ('precision', 'fp32', True, 'HaMeR precision: fp32 (matches the official model); fp16/bf16: autocast, CUDA '
-     'only; int8: CPU only, dynamic quantisation, ~2.4x faster than fp32 but not exact (vertices move by a few mm; '
-     'opt-in). A precision the device cannot run is logged as an error and fp32 is used', {}),
-    ('threads', 0, True, 'CPU threads for PyTorch; 0: its default', _int_range(0, 256)),
-    ('allow_cpu_fallback', True, True, 'when CUDA runs out of memory even for one hand (after smaller batches), '
-     'move HaMeR to the CPU (fp32, much slower) and go on; false: those frames fail with an error', {}),
-    ('compile', False, True, 'wrap HaMeR in torch.compile (CUDA graphs on CUDA): the first frame with 1, 2, 3-4, '
-     '... hands takes seconds to minutes (compilation), later ones may run faster', {}),
-    ('overlap_detection', 'auto', True, 'detect hands in frame N+1 while HaMeR runs on frame N (two threads): on, '
-     'off, or auto = on when HaMeR runs on CUDA (on a CPU both stages share the same cores)', {}),
-    ('image_transport', 'raw', True, 'raw: sensor_msgs/Image on `image`; compressed: '
-     'sensor_msgs/CompressedImage on `image` + /compressed (as image_transport names it)', {}),
-    ('max_image_pixels', DEFAULT_MAX_PIXELS, False, 'larger images are refused with a warning (pixels)',
-     _int_range(1, 2 ** 31 - 1)),
-    ('mirrored', False, True, 'the camera image is mirrored (selfie view): the detector swaps hand sides', {}),
-    ('detector.model_path', '', True, 'MediaPipe hand_landmarker.task of your own (runs the palm-only detector with '
-     'it); empty: the hand search, or with detector.search false the project\'s own bundle; the project\'s models '
-     'are provisioned into the cache at set-up time (python -m hamer_ros check --provision): the node never fetches '
-     'them', {}),
-    ('detector.running_mode', 'video', True, 'video: MediaPipe follows hands between frames (faster); image: every '
-     'frame on its own', {}),
-    ('detector.num_hands', 8, True, 'most hands reported per image (a room holds several people)',
-     _int_range(1, 32)),
-    ('detector.search', True, True, 'the multi-stage hand search (body-guided, zoomed palm, tracked; needs LiteRT, '
-     'else palm-only with a warning); false: MediaPipe\'s palm-only hand landmarker (close-up hands)', {}),
-    ('detector.body_stage', True, True, 'search: find hands from people\'s wrists (pose models)', {}),
-    ('detector.palm_tiles', 2, True, 'search: palm detector tiles per image side on frames where nothing is tracked '
-     '(1: whole frame only)', _int_range(1, 6)),
-    ('detector.person_tiles', 1, True, 'search: person detector tiles per image side (1: whole frame; more finds '
-     'people far away in large frames, one detector run per tile)', _int_range(1, 6)),
-    ('detector.max_people', 4, True, 'search: most people per frame the body stage follows', _int_range(1, 32)),
-    ('detector.full_search_period', 10, True, 'search, video mode: frames between full searches while every hand '
-     'stays tracked (a new hand is found within this many frames)', _int_range(1, 1000)),
-    ('detector.min_detection_confidence', 0.5, False, 'MediaPipe palm detection threshold',
-     _float_range(*CONFIDENCE_RANGES['min_detection_confidence'])),
-    ('detector.min_presence_confidence', 0.5, False, 'MediaPipe hand presence threshold',
-     _float_range(*CONFIDENCE_RANGES['min_presence_confidence'])),
-    ('detector.min_tracking_confidence', 0.5, False, 'MediaPipe landmark tracking threshold (video mode; MediaPipe '
-     'aborts the process at 0, hence 0.01 at least)', _float_range(*CONFIDENCE_RANGES['min_tracking_confidence'])),
-    ('external_boxes.mode', 'ignore', True, 'hand boxes from another detector on hands/boxes_in '
-     '(hamer_ros/HandBoxArray): ignore = the own MediaPipe search only (the topic is not read); only = those '
-     'boxes only (MediaPipe is not run; an image without boxes is skipped; needs the HaMeR weights, as such boxes '
-     'have no landmarks); both = the own search plus those boxes, merged without duplicates', {}),
-    ('external_boxes.stamp_tolerance', 0.0, False, 'largest difference (s) between an image stamp and a '
-     'HandBoxArray stamp that still pairs them; 0: equal stamps only', _float_range(0.0, 10.0)),
-    ('external_boxes.wait', 0.2, False, 'how long (s) an image waits for its boxes when they have not come yet '
-     '(a detector answers after the image); in mode both not while the boxes are timed out',
-     _float_range(0.0, 10.0)),
-    ('external_boxes.timeout', 2.0, False, 'no HandBoxArray for this long (s): a warning, and WARN in '
-     '/diagnostics', _float_range(0.1, 3600.0)),
-    ('external_boxes.merge_iou', 0.5, False, 'mode both: an own and an external box overlapping at least this '
-     'much (intersection over union) are one hand; the higher score keeps its box', _float_range(0.01, 1.0)),
-    ('tracking.enabled', True, True, 'give hands stable track ids and stabilise their side labels', {}),
-    ('tracking.min_iou', 0.1, True, 'a detection overlapping a track at least this much may continue it',
-     _float_range(0.0, 1.0)),
-    ('tracking.max_center_distance', 1.0, True, '...or one whose centre is at most this many track-box '
-     'diagonals away', _float_range(0.0, 100.0)),
-    ('tracking.flip_after_frames', 3, True, 'a track\'s side changes only after this many consecutive contrary '
-     'frames', _int_range(1, 1000)),
-    ('tracking.min_flip_score', 0.6, True, 'contrary side labels below this confidence are ignored',
-     _float_range(0.0, 1.0)),
-    ('tracking.max_missed_frames', 5, True, 'a track unseen for more frames than this is dropped',
-     _int_range(0, 1000)),
-    ('tracking.max_age_s', 3.0, True, '...or unseen for longer than this (s, by image stamps) and missed in a '
-     'processed frame (a hand seen in the last processed frame keeps its id on slow devices)',
-     _float_range(0.001, 3600.0)),
-    ('publish.mesh', True, False, 'publish hands/mano (HandMeshArray)', {}),
-    ('publish.markers', True, False, 'publish hands/markers (RViz MarkerArray)', {}),
-    ('publish.tf', True, False, 'broadcast TF frames of the hands (publish.tf_frames says which)', {}),
-    ('publish.overlay', False, False, 'publish hands/overlay: the image with the meshes drawn (costs CPU)', {}),
-    ('frame_prefix', '{namespace}hand_', False, 'TF frame names: <frame_prefix><side>_<joint>, e.g. '
-     'cam1/hand_right_wrist; {namespace} is the node\'s namespace + / (nothing in the root namespace), so nodes '
-     'of two cameras do not collide. A second hand of one side: <frame_prefix><side>_<track id>_<joint>', {}),
-    ('publish.tf_frames', 'joints', False, 'joints: 21 frames per hand; wrist: the wrist frame only (busy '
-     'scenes). Landmarks-only hands have no orientation: their frames end in _position (camera axes)', {}),
-    ('perspective_correction', 'auto', True, 'on: turn each hand by the rotation taking the optical axis to the '
-     'ray through its crop centre (right for real cameras: up to ~30 deg at the image edge); off: the official '
-     'placement (translation only; the official numbers); auto: on with a CameraInfo, off with HaMeR\'s default '
-     'camera', {}),
-    ('image_rectified', True, False, 'the image is rectified (image_proc\'s image_rect): intrinsics from the '
-     'CameraInfo\'s P. false: a raw image, intrinsics from K and the lens distortion D is ignored (warned)', {}),
-    ('markers.color_left', [0.96, 0.69, 0.51], False, 'RGB in [0, 1] of left hands in RViz', {}),
-    ('markers.color_right', [0.65, 0.74, 0.86], False, 'RGB in [0, 1] of right hands in RViz', {}),
-    ('markers.alpha', 1.0, False, 'mesh opacity in RViz', _float_range(0.0, 1.0)),
-    ('markers.joint_diameter', 0.008, False, 'joint sphere diameter (m)', _float_range(0.0, 0.1)),
-    ('markers.bone_width', 0.004, False, 'skeleton line width (m)', _float_range(0.0, 0.1)),
-    ('qos_depth', 5, True, 'queue depth of the reliable outputs (hands/mano, hands/markers, hands/overlay)',
-     _int_range(1, 1000)),
-    ('diagnostics_period', 1.0, True, 'seconds between /diagnostics messages', _float_range(0.1, 60.0)),
-    ('weights_retry_period', 10.0, True, 'landmarks-only mode: seconds between checks whether the HaMeR weights '
-     'appeared in data_dir (loaded without a restart); 0: never', _float_range(0.0, 3600.0)),
-]
-
 _TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
           float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
           list: ParameterType.PARAMETER_DOUBLE_ARRAY}
 
 
-def _check_value(name: str, value) -> Optional[str]:
-    """Why a parameter value is invalid beyond its type and range (None when it is fine)."""
-    if name in _STRING_CHOICES and value not in _STRING_CHOICES[name]:
-        return f'{name} must be one of {", ".join(_STRING_CHOICES[name])}, got {value!r}'
-    if name.startswith('markers.color_') and (len(value) != 3 or not all(0.0 <= v <= 1.0 for v in value)):
-        return f'{name} must be three numbers in [0, 1] (RGB), got {list(value)}'
-    if name == 'frame_prefix' and any(c.isspace() for c in value):
-        return f'frame_prefix must not contain spaces, got {value!r}'
-    placeholders_removed = value.replace('{namespace}', '') if name == 'frame_prefix' else ''
-    if '{' in placeholders_removed or '}' in placeholders_removed:
-        return f'frame_prefix may only use the placeholder {{namespace}}, got {value!r}'
-    if name == 'frame_prefix' and frame_prefix_for_tf(value)[0] is None:
-        return frame_prefix_for_tf(value)[1]
-    return None
+def parameter_descriptor(param: Param) -> ParameterDescriptor:
+    """The rclpy descriptor of one row of the parameter table (hamer_ros.ros.parameters)."""
+    descriptor = ParameterDescriptor(name=param.name, type=_TYPES[param.type], description=param.description,
+                                     read_only=param.read_only)
+    if param.choices:
+        descriptor.additional_constraints = 'one of: ' + ', '.join(param.choices)
+    if param.low is not None and param.type is int:
+        descriptor.integer_range = [IntegerRange(from_value=param.low, to_value=param.high, step=1)]
+    elif param.low is not None:
+        descriptor.floating_point_range = [FloatingPointRange(from_value=float(param.low),
+                                                              to_value=float(param.high), step=0.0)]
+    return descriptor
 
 
 def usable_precision(precision: str, device: str, cuda_available: bool) -> Tuple[str, Optional[str]]:
@@ -360,13 +235,9 @@ class HamerNode(Node):
     # --------------------------------------------------------------------------------------- parameters
 
     def _declare_parameters(self) -> None:
-        for name, default, read_only, description, constraints in PARAMETERS:
-            descriptor = ParameterDescriptor(name=name, type=_TYPES[type(default)], description=description,
-                                             read_only=read_only, **constraints)
-            if name in _STRING_CHOICES:
-                descriptor.additional_constraints = 'one of: ' + ', '.join(_STRING_CHOICES[name])
-            value = self.declare_parameter(name, default, descriptor).value
-            problem = _check_value(name, value)
+        for param in PARAMETERS:
+            value = self.declare_parameter(param.name, param.default, parameter_descriptor(param)).value
+            problem = check_value(param.name, value)
             if problem:
                 raise ValueError(f'invalid parameter: {problem}')
 
@@ -386,7 +257,7 @@ class HamerNode(Node):
 
     def _validate_parameter_change(self, parameters) -> SetParametersResult:
         for parameter in parameters:
-            problem = _check_value(parameter.name, parameter.value)
+            problem = check_value(parameter.name, parameter.value)
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
         return SetParametersResult(successful=True)
