@@ -228,7 +228,8 @@ def start(ros, tmp_path):
         node = NodeProcess(ros, tmp_path, namespace, dict(overrides, frame_prefix=prefix), env)
         probe = Probe(ros, namespace, prefix, compressed)
         running.append((node, probe))
-        probe.wait_for_node(node)
+        if overrides.get('autostart', True):        # else it subscribes only once activated
+            probe.wait_for_node(node)
         return node, probe
 
     yield _start
@@ -415,7 +416,7 @@ def test_a_burst_faster_than_the_model_is_dropped_not_queued(start, photo, overl
 def test_missing_weights_give_landmarks_only(start, photo, tmp_path):
     empty = tmp_path / 'no_weights_here'
     empty.mkdir()
-    node, probe = start({'model': 'hamer', 'data_dir': str(empty), 'weights_retry_period': 0.0})
+    node, probe = start({'model': 'hamer', 'data_dir': str(empty)})
     probe.set_camera_info()
     stamp_ns = 3_000_000_000
     header = probe.publish(image_msg(photo), stamp_ns)
@@ -782,29 +783,6 @@ def test_large_frames_arrive_through_a_reliable_qos_override(start, photo):
     assert (mano.image_width, mano.image_height) == (640, 480) and len(mano.hands) == 2
 
 
-@pytest.mark.fixture_weights
-@pytest.mark.slow
-def test_weights_installed_while_running_are_picked_up(start, photo, tmp_path, fixture_data_dir):
-    data_dir = tmp_path / '_DATA'
-    data_dir.mkdir()
-    node, probe = start({'model': 'hamer', 'data_dir': str(data_dir), 'weights_retry_period': 0.5,
-                         'diagnostics_period': 0.2, 'threads': 2})
-    probe.spin_until(lambda: probe.diagnostic_value('model state') == 'landmarks_only', what='landmarks-only',
-                     node=node)
-    for source in fixture_data_dir.rglob('*'):       # "install" the seed-1 fixture weights (as links)
-        if source.is_file():
-            target = data_dir / source.relative_to(fixture_data_dir)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(source)
-    probe.spin_until(lambda: probe.diagnostic_value('model state') == 'hamer', what='the weights to load',
-                     node=node)
-    assert 'trying to load the HaMeR weights again' in node.log()
-    probe.publish(image_msg(photo), 10_000_000_000)
-    mano = probe.answer(10_000_000_000, node)['mano']
-    assert [h.source for h in mano.hands] == [HandMesh.SOURCE_HAMER] * 2
-    assert all(len(h.vertices) == 778 * 3 for h in mano.hands)
-
-
 @pytest.mark.parametrize('overrides,message', [
     ({'model': 'huge'}, 'model must be one of hamer, small_random'),
     ({'detector.num_hands': 40}, 'detector.num_hands'),
@@ -835,3 +813,94 @@ def test_without_litert_the_node_warns_and_finds_hands_with_the_palm_detector(st
     assert sorted(hand.side for hand in hands) == [HandMesh.SIDE_LEFT, HandMesh.SIDE_RIGHT]
     assert {hand.stage for hand in hands} == {HandMesh.STAGE_PALM}
     assert 'LiteRT (the ai-edge-litert package) is not installed' in node.log()
+
+
+def _change_state(probe, node_name: str, transition: str, between=lambda: None) -> bool:
+    """Asks the lifecycle node for a transition (configure, activate, deactivate, cleanup) through its
+    change_state service, calling `between()` while it waits; True when it succeeded."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    client = probe.node.create_client(ChangeState, f'{node_name}/change_state')
+    probe.spin_until(lambda: client.service_is_ready(), what='the change_state service')
+    ids = {'configure': Transition.TRANSITION_CONFIGURE, 'activate': Transition.TRANSITION_ACTIVATE,
+           'deactivate': Transition.TRANSITION_DEACTIVATE, 'cleanup': Transition.TRANSITION_CLEANUP}
+    future = client.call_async(ChangeState.Request(transition=Transition(id=ids[transition])))
+
+    def done():
+        between()
+        return future.done()
+
+    probe.spin_until(done, what=f'the {transition} transition')
+    probe.node.destroy_client(client)
+    return future.result().success
+
+
+@pytest.mark.fixture_weights
+@pytest.mark.slow
+def test_weights_installed_while_running_are_loaded_by_a_lifecycle_reload_with_images_flowing(
+        start, photo, tmp_path, fixture_data_dir):
+    """Landmarks-only, a camera at ~20 Hz, weights installed: the node does not look at its data folder while
+    frames flow (no polling); deactivate -> cleanup -> configure -> activate, with the camera still running,
+    loads them and the next frames get HaMeR meshes."""
+    data_dir = tmp_path / '_DATA'
+    data_dir.mkdir()
+    node, probe = start({'model': 'hamer', 'data_dir': str(data_dir), 'diagnostics_period': 0.2, 'threads': 2})
+    node_name = f'/{node.namespace}/hamer_node'
+    probe.spin_until(lambda: probe.diagnostic_value('model state') == 'landmarks_only', what='landmarks-only',
+                     node=node)
+    camera = {'stamp_ns': 20_000_000_000, 'last': 0.0}
+
+    def flowing():
+        if time.monotonic() - camera['last'] >= 0.05:
+            camera['stamp_ns'] += 50_000_000
+            camera['last'] = time.monotonic()
+            probe.publish(image_msg(photo), camera['stamp_ns'])
+
+    processed = int(probe.diagnostic_value('frames processed'))
+    probe.spin_until(lambda: flowing() or int(probe.diagnostic_value('frames processed')) > processed + 3,
+                     what='frames to flow', node=node)
+    for source in fixture_data_dir.rglob('*'):       # "install" the seed-1 fixture weights (as links)
+        if source.is_file():
+            target = data_dir / source.relative_to(fixture_data_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(source)
+    until = time.monotonic() + 2.0
+    probe.spin_until(lambda: flowing() or time.monotonic() > until, what='two seconds of frames', node=node)
+    assert probe.diagnostic_value('model state') == 'landmarks_only'        # nothing reloads behind its back
+    for transition in ('deactivate', 'cleanup', 'configure', 'activate'):
+        assert _change_state(probe, node_name, transition, between=flowing), transition
+    probe.spin_until(lambda: flowing() or (probe.diagnostic_value('model state') == 'hamer'
+                                           and probe.diagnostic_value('lifecycle state') == 'active'),
+                     what='the weights to load', node=node)
+    probe.wait_for_node(node)
+    probe.publish(image_msg(photo), 90_000_000_000)
+    mano = probe.answer(90_000_000_000, node)['mano']
+    assert [h.source for h in mano.hands] == [HandMesh.SOURCE_HAMER] * 2
+    assert all(len(h.vertices) == 778 * 3 for h in mano.hands)
+    assert node.process.poll() is None
+
+
+def test_without_autostart_the_node_waits_unconfigured_until_driven(start, photo):
+    """autostart false (as the launch file starts it): unconfigured, no image is read, /diagnostics says so; then
+    configure and activate over the lifecycle services and it answers; deactivate stops the answers again."""
+    node, probe = start({'model': 'small_random', 'diagnostics_period': 0.2, 'autostart': False})
+    node_name = f'/{node.namespace}/hamer_node'
+    probe.spin_until(lambda: probe.diagnostic_value('lifecycle state') == 'unconfigured', what='unconfigured',
+                     node=node)
+    assert probe.diagnostic_value('model state') == 'unconfigured'
+    assert 'loading the models' not in node.log()
+    assert _change_state(probe, node_name, 'configure')
+    probe.spin_until(lambda: probe.diagnostic_value('lifecycle state') == 'inactive', what='inactive', node=node)
+    assert probe.diagnostic_value('model state') == 'hamer'
+    assert _change_state(probe, node_name, 'activate')
+    probe.wait_for_node(node)
+    probe.publish(image_msg(photo), 5_000_000_000)
+    assert len(probe.answer(5_000_000_000, node)['mano'].hands) == 2
+    assert _change_state(probe, node_name, 'deactivate')
+    processed = probe.diagnostic_value('frames processed')
+    probe.publish(image_msg(photo), 6_000_000_000)
+    until = time.monotonic() + 1.5
+    probe.spin_until(lambda: time.monotonic() > until, what='a while', node=node)
+    assert probe.diagnostic_value('frames processed') == processed
+    assert probe.diagnostic_value('lifecycle state') == 'inactive'

@@ -17,7 +17,8 @@ from rclpy.exceptions import InvalidParameterTypeException  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from hamer_ros.hamer.model import HamerModel  # noqa: E402
-from hamer_ros.ros.node import HamerNode, model_options, usable_precision  # noqa: E402
+from hamer_ros.ros.frame_processor import model_options, usable_precision  # noqa: E402
+from hamer_ros.ros.node import HamerNode  # noqa: E402
 from hamer_ros.ros.parameters import defaults  # noqa: E402
 
 

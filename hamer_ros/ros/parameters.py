@@ -60,6 +60,10 @@ GROUP_NOTES = {
 _INT_MAX = 2 ** 31 - 1
 
 PARAMETERS: Tuple[Param, ...] = (
+    Param('autostart', True,
+          'configure and activate the node at start-up (a plain `ros2 run`); false: the node waits unconfigured '
+          'for lifecycle transitions (the launch file drives it then, launch argument `autostart`)',
+          read_only=True, note='configure + activate at start-up; false: wait for lifecycle transitions'),
     Param('model', 'hamer',
           '`hamer`: the HaMeR weights in `data_dir`. `small_random`: a small network with random weights and a '
           'synthetic MANO, for tests and benchmarks only (its meshes mean nothing)',
@@ -202,9 +206,6 @@ PARAMETERS: Tuple[Param, ...] = (
     Param('qos_depth', 5, 'queue depth of the reliable outputs (`hands/mano`, `hands/markers`, `hands/overlay`)',
           read_only=True, low=1, high=1000),
     Param('diagnostics_period', 1.0, 'seconds between `/diagnostics` messages', read_only=True, low=0.1, high=60.0),
-    Param('weights_retry_period', 10.0,
-          'landmarks-only mode: seconds between checks whether the HaMeR weights appeared in `data_dir` (loaded '
-          'without a restart); 0: never', read_only=True, low=0.0, high=3600.0),
 )
 
 BY_NAME = {param.name: param for param in PARAMETERS}
