@@ -309,8 +309,8 @@ class FrameProcessor:
         tracker = self._make_tracker()
         if self._external_mode == 'only' and model is None:
             self._log.error('external_boxes.mode is only but the HaMeR weights are missing: external boxes '
-                                    'have no MediaPipe landmarks to place, so no hand can be published until the '
-                                    'weights are installed (or use mode both)')
+                            'have no MediaPipe landmarks to place, so no hand can be published until the '
+                            'weights are installed (or use mode both)')
         if detector is not None or self._external_mode == 'only':
             mode = 'HaMeR meshes' if model is not None else 'landmarks only'
             self._log.info(f'ready ({mode}): processing {self._image_topic}')
@@ -386,7 +386,7 @@ class FrameProcessor:
             self._detector_retry_s = min(retry_s * 2, self.DETECTOR_RETRY_MAX_S)
             self._detector_error = f'{type(exc).__name__}: {exc} (next try in {retry_s:.0f} s)'
             self._log.error(f'MediaPipe hand detector unavailable, no hands will be found: {exc}. '
-                                    f'Trying again in {retry_s:.0f} s')
+                            f'Trying again in {retry_s:.0f} s')
             return None
         self._detector_error = None
         self._detector_retry_s, self._next_detector_retry = self.DETECTOR_RETRY_FIRST_S, float('inf')
@@ -493,16 +493,16 @@ class FrameProcessor:
             text = mismatch_text(stamp_ns, found, buffer.tolerance_ns)
             if self._external_mode == 'only':
                 self._log.warning(f'{self._boxes_topic}: {text}. Image skipped (external_boxes.mode only)',
-                                          throttle_duration_sec=5.0)
+                                  throttle_duration_sec=5.0)
                 return None
             self._log.warning(f'{self._boxes_topic}: {text}. Own search only for this image',
-                                      throttle_duration_sec=5.0)
+                              throttle_duration_sec=5.0)
             return {}
         detections, problems = detections_from_boxes_msg(found.message, width, height)
         if problems:
             self._count('boxes_refused', len(problems))
             self._log.warning(f'{self._boxes_topic}: refused ' + '; '.join(problems),
-                                      throttle_duration_sec=5.0)
+                              throttle_duration_sec=5.0)
         if self._external_mode == 'only':
             return {'detections': detections}
         return {'added_detections': detections, 'merge_iou': value('external_boxes.merge_iou')}
@@ -550,7 +550,7 @@ class FrameProcessor:
         with self._state_lock:
             self._device, self._model_detail = str(model.device), model.describe()
         self._log.error(f'HaMeR now runs on {model.device} (out of GPU memory; allow_cpu_fallback): '
-                                'expect much lower rates. Free GPU memory and restart the node to use the GPU')
+                        'expect much lower rates. Free GPU memory and restart the node to use the GPU')
 
     def _publish(self, frame, header, image, pipeline: HandPipeline, outputs: OutputSettings) -> None:
         faces = self._faces(pipeline)
@@ -666,8 +666,8 @@ class FrameProcessor:
         silent = buffer.seconds_silent()
         what = 'since the start' if buffer.last_received_s is None else f'for {silent:.1f} s'
         self._log.warning(f'no hand boxes on {self._boxes_topic} {what} (external_boxes.timeout {timeout} '
-                                  f's): is the external detector running and publishing hamer_ros/HandBoxArray there?',
-                                  throttle_duration_sec=10.0)
+                          f's): is the external detector running and publishing hamer_ros/HandBoxArray there?',
+                          throttle_duration_sec=10.0)
         return silent
 
     def _frames_dropped(self, slot_dropped: int) -> int:

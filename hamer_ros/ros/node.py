@@ -152,8 +152,8 @@ class HamerNode(LifecycleNode):
         return result
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.stop(timeout=1.0)
-        self._release()
+        if self.stop(timeout=1.0):      # a worker still inside the model keeps what it uses
+            self._release()
         self._not_configured = 'shut down'
         return SUCCESS
 
