@@ -159,9 +159,13 @@ class HamerNode(LifecycleNode):
 
     def autostart(self) -> None:
         """configure, then activate when that succeeded (parameter autostart: a plain `ros2 run`)."""
-        self.trigger_configure()
-        if self._state_machine.current_state[1] == 'inactive':
-            self.trigger_activate()
+        try:
+            self.trigger_configure()
+            if self.context.ok() and self._state_machine.current_state[1] == 'inactive':
+                self.trigger_activate()
+        except Exception:   # noqa: BLE001 - a SIGINT/SIGTERM during the loading shut the context down: stopping
+            if self.context.ok():
+                raise
 
     def _stop_worker(self, timeout: Optional[float]) -> bool:
         """Unsubscribes and stops the processing thread (see FrameWorker.stop)."""
