@@ -107,7 +107,7 @@ def main() -> int:
     print(f'CPU: {cpu_model()} ({os.cpu_count()} logical cores); load average at start: '
           f'{" ".join(f"{x:.2f}" for x in os.getloadavg())}')
     no_weights = Path(tempfile.mkdtemp(prefix='bench_restarts_no_weights_'))
-    parameters = ({'model': 'hamer', 'data_dir': str(no_weights), 'weights_retry_period': 0.0}
+    parameters = ({'model': 'hamer', 'data_dir': str(no_weights)}
                   if args.model == 'landmarks' else {'model': 'small_random'})
     parameters.update(diagnostics_period=1.0)
     domain = bench_node.free_domain()

@@ -21,13 +21,22 @@ running on its own after launch has given up. The choices are made in OpaqueFunc
 configurations' values (no deprecated LaunchConfigurationEquals conditions). data_dir, num_hands and precision
 left empty keep the values of params_file; respawn:=true restarts the node when it exits with an error (it
 does when its processing stops).
+
+hamer_node is a managed (lifecycle) node, started here as a launch_ros LifecycleNode (launch sees its transition
+events, and ChangeState events of an including launch file reach it). autostart:=true (the default) takes it to
+active: the launch argument sets the node's parameter autostart, with which the node configures and activates
+itself as its process starts, also after a respawn. (Asking for the transitions from launch instead, with
+ChangeState events on process start as ros2/demos lifecycle_py does, leaves launch exiting with an error when
+Ctrl-C comes while such a request is pending: launch_ros's service client is destroyed under the waiting
+request.) With autostart:=false it waits unconfigured for `ros2 lifecycle set <ns>/hamer_node configure`, then
+`activate`.
 """
 from ament_index_python.packages import PackageNotFoundError, get_package_prefix
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.logging import get_logger
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
 
 PRECISIONS = ['fp32', 'fp16', 'bf16', 'int8']
@@ -79,7 +88,8 @@ def _optional_parts(context):
 def node_overrides(value) -> dict:
     """Parameters of hamer_node set by launch arguments (`value(name)`), on top of params_file: device, the
     transport and image_rectified always, data_dir, precision and num_hands only when given."""
-    overrides = {'device': value('device'),
+    overrides = {'autostart': value('autostart') == 'true',      # configure + activate as the process starts
+                 'device': value('device'),
                  'image_transport': 'compressed' if value('use_compressed') == 'true' else 'raw',
                  # A camera started here publishes raw images.
                  'image_rectified': value('camera') == 'none' and value('image_rectified') == 'true'}
@@ -91,21 +101,22 @@ def node_overrides(value) -> dict:
         try:
             overrides['detector.num_hands'] = int(value('num_hands'))
         except ValueError:
-            raise ValueError(f"num_hands:={value('num_hands')} is not a whole number (1 to 8)") from None
+            raise ValueError(f"num_hands:={value('num_hands')} is not a whole number (1 to 32)") from None
     return overrides
 
 
 def _hamer_node(context):
     value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     respawn = value('respawn') == 'true'
-    return [Node(
+    node = LifecycleNode(
         package='hamer_ros', executable='hamer_node', name='hamer_node',
         namespace=LaunchConfiguration('namespace'), output='screen', emulate_tty=True,
         parameters=[LaunchConfiguration('params_file'), node_overrides(value)],
         remappings=[('image', LaunchConfiguration('image_topic')),
                     ('camera_info', LaunchConfiguration('camera_info_topic')),
                     ('hands/boxes_in', LaunchConfiguration('boxes_topic'))],
-        respawn=respawn, respawn_delay=2.0 if respawn else 0.0)]
+        respawn=respawn, respawn_delay=2.0 if respawn else 0.0)
+    return [node]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -131,10 +142,10 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('device', default_value='auto', choices=['auto', 'cpu', 'cuda'],
                               description='compute device for HaMeR'),
         DeclareLaunchArgument('precision', default_value='', choices=[''] + PRECISIONS,
-                              description='HaMeR precision: fp32, fp16/bf16 (CUDA), int8 (CPU, inexact); empty: '
-                                          'the one in params_file (fp32)'),
+                              description='HaMeR precision: fp32, fp16 (CUDA), bf16 (CUDA, or CPUs with '
+                                          'AMX/AVX512_BF16), int8 (CPU); empty: the one in params_file (fp32)'),
         DeclareLaunchArgument('num_hands', default_value='',
-                              description='most hands found per image (1 to 8); empty: the one in params_file (2)'),
+                              description='most hands found per image (1 to 32); empty: the one in params_file (8)'),
         DeclareLaunchArgument('use_compressed', default_value='false', choices=['true', 'false'],
                               description='subscribe to <image_topic>/compressed (sensor_msgs/CompressedImage)'),
         DeclareLaunchArgument('rviz', default_value='false', choices=['true', 'false'],
@@ -151,6 +162,9 @@ def generate_launch_description() -> LaunchDescription:
                                           'parameter external_boxes.mode is only or both'),
         DeclareLaunchArgument('respawn', default_value='false', choices=['true', 'false'],
                               description='restart hamer_node 2 s after it exits with an error'),
+        DeclareLaunchArgument('autostart', default_value='true', choices=['true', 'false'],
+                              description='take hamer_node (a lifecycle node) through configure and activate; '
+                                          'false: it waits unconfigured for lifecycle transitions'),
     ]
     # Optional parts first: should one of them fail to start, launch stops before the node exists.
     return LaunchDescription(arguments + [OpaqueFunction(function=_optional_parts),

@@ -228,7 +228,8 @@ def start(ros, tmp_path):
         node = NodeProcess(ros, tmp_path, namespace, dict(overrides, frame_prefix=prefix), env)
         probe = Probe(ros, namespace, prefix, compressed)
         running.append((node, probe))
-        probe.wait_for_node(node)
+        if overrides.get('autostart', True):        # else it subscribes only once activated
+            probe.wait_for_node(node)
         return node, probe
 
     yield _start
@@ -415,7 +416,7 @@ def test_a_burst_faster_than_the_model_is_dropped_not_queued(start, photo, overl
 def test_missing_weights_give_landmarks_only(start, photo, tmp_path):
     empty = tmp_path / 'no_weights_here'
     empty.mkdir()
-    node, probe = start({'model': 'hamer', 'data_dir': str(empty), 'weights_retry_period': 0.0})
+    node, probe = start({'model': 'hamer', 'data_dir': str(empty)})
     probe.set_camera_info()
     stamp_ns = 3_000_000_000
     header = probe.publish(image_msg(photo), stamp_ns)
@@ -647,21 +648,19 @@ def test_parameters_change_safely_at_run_time(start, photo):
     assert np.count_nonzero(np.any(drawn != photo, axis=2)) > 100      # something was drawn on it
 
 
-def _range_ends(default, constraints, choices=None):
-    """(values inside the declared range, values just outside it) of a writable parameter; `choices`: the values a
-    string parameter may take."""
-    if choices is not None:
-        return list(choices), ['not-one-of-them']
-    if isinstance(default, bool):
+def _range_ends(param):
+    """(values inside the declared range, values just outside it) of a writable parameter (a row of the
+    parameter table)."""
+    if param.choices:
+        return list(param.choices), ['not-one-of-them']
+    if isinstance(param.default, bool):
         return [False, True], []
-    if isinstance(default, list):          # RGB colours in [0, 1]
+    if isinstance(param.default, list):          # RGB colours in [0, 1]
         return [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]], [[-0.01, 0.0, 0.0], [1.0, 1.01, 1.0]]
-    if 'integer_range' in constraints:
-        low, high = constraints['integer_range'][0].from_value, constraints['integer_range'][0].to_value
-        return [low, high], [low - 1, high + 1]
-    if 'floating_point_range' in constraints:
-        declared = constraints['floating_point_range'][0]
-        low, high = declared.from_value, declared.to_value
+    if param.low is not None and isinstance(param.default, int):
+        return [param.low, param.high], [param.low - 1, param.high + 1]
+    if param.low is not None:
+        low, high = float(param.low), float(param.high)
         outside = [low - (high - low) / 100, high + (high - low) / 100]
         return [low, high], outside + ([0.0] if low > 0.0 else [])      # 0.0: where MediaPipe aborted
     return [], []
@@ -672,7 +671,7 @@ def test_every_writable_parameter_at_both_ends_of_its_range_while_frames_flow(st
     each, so MediaPipe's video mode tracks with the new thresholds) and just outside (refused), then back to its
     default: the node survives all of it and still answers. detector.min_tracking_confidence = 0.0, once inside
     the declared range, aborted the process in MediaPipe."""
-    from hamer_ros.ros.node import _STRING_CHOICES, PARAMETERS
+    from hamer_ros.ros.parameters import PARAMETERS
 
     node, probe = start({'model': 'small_random', 'diagnostics_period': 0.2})
     node_name = f'/{node.namespace}/hamer_node'
@@ -683,10 +682,11 @@ def test_every_writable_parameter_at_both_ends_of_its_range_while_frames_flow(st
         processed, bad = probe.diagnostic_value('frames processed'), probe.diagnostic_value('bad images')
         return int(processed or 0) + int(bad or 0)
 
-    writable = [(name, default, constraints) for name, default, read_only, _, constraints in PARAMETERS
-                if not read_only and name != 'frame_prefix']      # TF names: the prefix's own tests (issue 9)
-    for name, default, constraints in writable:
-        inside, outside = _range_ends(default, constraints, _STRING_CHOICES.get(name))
+    writable = [param for param in PARAMETERS
+                if not param.read_only and param.name != 'frame_prefix']      # TF names: the prefix's own tests
+    for param in writable:
+        name, default = param.name, param.default
+        inside, outside = _range_ends(param)
         assert inside, name
         for value in outside:
             ok, reason = _set_parameter(probe, node_name, name, value)
@@ -783,29 +783,6 @@ def test_large_frames_arrive_through_a_reliable_qos_override(start, photo):
     assert (mano.image_width, mano.image_height) == (640, 480) and len(mano.hands) == 2
 
 
-@pytest.mark.fixture_weights
-@pytest.mark.slow
-def test_weights_installed_while_running_are_picked_up(start, photo, tmp_path, fixture_data_dir):
-    data_dir = tmp_path / '_DATA'
-    data_dir.mkdir()
-    node, probe = start({'model': 'hamer', 'data_dir': str(data_dir), 'weights_retry_period': 0.5,
-                         'diagnostics_period': 0.2, 'threads': 2})
-    probe.spin_until(lambda: probe.diagnostic_value('model state') == 'landmarks_only', what='landmarks-only',
-                     node=node)
-    for source in fixture_data_dir.rglob('*'):       # "install" the seed-1 fixture weights (as links)
-        if source.is_file():
-            target = data_dir / source.relative_to(fixture_data_dir)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(source)
-    probe.spin_until(lambda: probe.diagnostic_value('model state') == 'hamer', what='the weights to load',
-                     node=node)
-    assert 'trying to load the HaMeR weights again' in node.log()
-    probe.publish(image_msg(photo), 10_000_000_000)
-    mano = probe.answer(10_000_000_000, node)['mano']
-    assert [h.source for h in mano.hands] == [HandMesh.SOURCE_HAMER] * 2
-    assert all(len(h.vertices) == 778 * 3 for h in mano.hands)
-
-
 @pytest.mark.parametrize('overrides,message', [
     ({'model': 'huge'}, 'model must be one of hamer, small_random'),
     ({'detector.num_hands': 40}, 'detector.num_hands'),
@@ -836,3 +813,94 @@ def test_without_litert_the_node_warns_and_finds_hands_with_the_palm_detector(st
     assert sorted(hand.side for hand in hands) == [HandMesh.SIDE_LEFT, HandMesh.SIDE_RIGHT]
     assert {hand.stage for hand in hands} == {HandMesh.STAGE_PALM}
     assert 'LiteRT (the ai-edge-litert package) is not installed' in node.log()
+
+
+def _change_state(probe, node_name: str, transition: str, between=lambda: None) -> bool:
+    """Asks the lifecycle node for a transition (configure, activate, deactivate, cleanup) through its
+    change_state service, calling `between()` while it waits; True when it succeeded."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    client = probe.node.create_client(ChangeState, f'{node_name}/change_state')
+    probe.spin_until(lambda: client.service_is_ready(), what='the change_state service')
+    ids = {'configure': Transition.TRANSITION_CONFIGURE, 'activate': Transition.TRANSITION_ACTIVATE,
+           'deactivate': Transition.TRANSITION_DEACTIVATE, 'cleanup': Transition.TRANSITION_CLEANUP}
+    future = client.call_async(ChangeState.Request(transition=Transition(id=ids[transition])))
+
+    def done():
+        between()
+        return future.done()
+
+    probe.spin_until(done, what=f'the {transition} transition')
+    probe.node.destroy_client(client)
+    return future.result().success
+
+
+@pytest.mark.fixture_weights
+@pytest.mark.slow
+def test_weights_installed_while_running_are_loaded_by_a_lifecycle_reload_with_images_flowing(
+        start, photo, tmp_path, fixture_data_dir):
+    """Landmarks-only, a camera at ~20 Hz, weights installed: the node does not look at its data folder while
+    frames flow (no polling); deactivate -> cleanup -> configure -> activate, with the camera still running,
+    loads them and the next frames get HaMeR meshes."""
+    data_dir = tmp_path / '_DATA'
+    data_dir.mkdir()
+    node, probe = start({'model': 'hamer', 'data_dir': str(data_dir), 'diagnostics_period': 0.2, 'threads': 2})
+    node_name = f'/{node.namespace}/hamer_node'
+    probe.spin_until(lambda: probe.diagnostic_value('model state') == 'landmarks_only', what='landmarks-only',
+                     node=node)
+    camera = {'stamp_ns': 20_000_000_000, 'last': 0.0}
+
+    def flowing():
+        if time.monotonic() - camera['last'] >= 0.05:
+            camera['stamp_ns'] += 50_000_000
+            camera['last'] = time.monotonic()
+            probe.publish(image_msg(photo), camera['stamp_ns'])
+
+    processed = int(probe.diagnostic_value('frames processed'))
+    probe.spin_until(lambda: flowing() or int(probe.diagnostic_value('frames processed')) > processed + 3,
+                     what='frames to flow', node=node)
+    for source in fixture_data_dir.rglob('*'):       # "install" the seed-1 fixture weights (as links)
+        if source.is_file():
+            target = data_dir / source.relative_to(fixture_data_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(source)
+    until = time.monotonic() + 2.0
+    probe.spin_until(lambda: flowing() or time.monotonic() > until, what='two seconds of frames', node=node)
+    assert probe.diagnostic_value('model state') == 'landmarks_only'        # nothing reloads behind its back
+    for transition in ('deactivate', 'cleanup', 'configure', 'activate'):
+        assert _change_state(probe, node_name, transition, between=flowing), transition
+    probe.spin_until(lambda: flowing() or (probe.diagnostic_value('model state') == 'hamer'
+                                           and probe.diagnostic_value('lifecycle state') == 'active'),
+                     what='the weights to load', node=node)
+    probe.wait_for_node(node)
+    probe.publish(image_msg(photo), 90_000_000_000)
+    mano = probe.answer(90_000_000_000, node)['mano']
+    assert [h.source for h in mano.hands] == [HandMesh.SOURCE_HAMER] * 2
+    assert all(len(h.vertices) == 778 * 3 for h in mano.hands)
+    assert node.process.poll() is None
+
+
+def test_without_autostart_the_node_waits_unconfigured_until_driven(start, photo):
+    """autostart false (as the launch file starts it): unconfigured, no image is read, /diagnostics says so; then
+    configure and activate over the lifecycle services and it answers; deactivate stops the answers again."""
+    node, probe = start({'model': 'small_random', 'diagnostics_period': 0.2, 'autostart': False})
+    node_name = f'/{node.namespace}/hamer_node'
+    probe.spin_until(lambda: probe.diagnostic_value('lifecycle state') == 'unconfigured', what='unconfigured',
+                     node=node)
+    assert probe.diagnostic_value('model state') == 'unconfigured'
+    assert 'loading the models' not in node.log()
+    assert _change_state(probe, node_name, 'configure')
+    probe.spin_until(lambda: probe.diagnostic_value('lifecycle state') == 'inactive', what='inactive', node=node)
+    assert probe.diagnostic_value('model state') == 'hamer'
+    assert _change_state(probe, node_name, 'activate')
+    probe.wait_for_node(node)
+    probe.publish(image_msg(photo), 5_000_000_000)
+    assert len(probe.answer(5_000_000_000, node)['mano'].hands) == 2
+    assert _change_state(probe, node_name, 'deactivate')
+    processed = probe.diagnostic_value('frames processed')
+    probe.publish(image_msg(photo), 6_000_000_000)
+    until = time.monotonic() + 1.5
+    probe.spin_until(lambda: time.monotonic() > until, what='a while', node=node)
+    assert probe.diagnostic_value('frames processed') == processed
+    assert probe.diagnostic_value('lifecycle state') == 'inactive'

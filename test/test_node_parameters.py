@@ -17,7 +17,9 @@ from rclpy.exceptions import InvalidParameterTypeException  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from hamer_ros.hamer.model import HamerModel  # noqa: E402
-from hamer_ros.ros.node import PARAMETERS, HamerNode, model_options, usable_precision  # noqa: E402
+from hamer_ros.ros.frame_processor import model_options, usable_precision  # noqa: E402
+from hamer_ros.ros.node import HamerNode  # noqa: E402
+from hamer_ros.ros.parameters import defaults  # noqa: E402
 
 
 @pytest.fixture
@@ -94,7 +96,7 @@ def test_a_precision_the_device_cannot_run_becomes_fp32_with_a_reason(precision,
 
 
 def _defaults(**changes):
-    values = {name: default for name, default, *_ in PARAMETERS}
+    values = defaults()
     values.update(changes)
     return values.__getitem__
 
@@ -162,3 +164,25 @@ def test_bf16_on_a_cpu_without_native_bf16_becomes_fp32_with_the_reason(monkeypa
     assert 'Using fp32' in problem and 'int8' in problem
     # On CUDA bf16 is autocast, whatever the CPU.
     assert usable_precision('bf16', 'cuda', True) == ('bf16', None)
+
+
+def test_every_parameter_is_declared_as_its_row_of_the_table(declare):
+    """The node's descriptors come from hamer_ros/ros/parameters.py: type, default, read-only, range, choices."""
+    from hamer_ros.ros.parameters import PARAMETERS
+
+    node = declare()
+    kinds = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+             float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
+             list: ParameterType.PARAMETER_DOUBLE_ARRAY}
+    for param in PARAMETERS:
+        descriptor = node.describe_parameter(param.name)
+        assert (descriptor.type, descriptor.read_only, descriptor.description) == (
+            kinds[type(param.default)], param.read_only, param.description), param.name
+        assert node.get_parameter(param.name).value == param.default, param.name
+        ranges = list(descriptor.integer_range) + list(descriptor.floating_point_range)
+        if param.low is None:
+            assert ranges == [], param.name
+        else:
+            assert [(r.from_value, r.to_value) for r in ranges] == [(param.low, param.high)], param.name
+        assert descriptor.additional_constraints == ('one of: ' + ', '.join(param.choices) if param.choices
+                                                     else ''), param.name

@@ -15,16 +15,12 @@ Tracks are matched in order of frames missed (a matching cascade): those seen in
 lost a while ago cannot take a hand from a live one that moved to where the lost one was. Sides play no part in
 the matching (they are what the tracker is there to correct).
 
-Parameters (defaults suit 10-30 fps streams):
-
-| parameter | default | meaning |
-|---|---|---|
-| min_iou | 0.1 | a pair overlapping at least this much may be matched |
-| max_center_distance | 1.0 | ...or one whose centres are at most this many track-box diagonals apart (fast hands) |
-| flip_after_frames | 3 | a track's side changes only after this many consecutive contrary frames |
-| min_flip_score | 0.6 | contrary frames whose side_score is below this neither count towards a flip nor break the run |
-| max_missed_frames | 5 | a track not matched for more than this many frames in a row is dropped |
-| max_age_s | 3.0 | ...or, with stamps, unseen longer than this *and* missed in a processed frame (None: frames only) |
+Parameters: `HandTracker`'s arguments; the node's `tracking.*` parameters set them (their defaults, ranges and
+meanings: the parameter table in hamer_ros/ros/parameters.py, printed in the README). `min_iou` and
+`max_center_distance` are the gate above; a track's side changes only after `flip_after_frames` consecutive
+contrary frames whose side_score is at least `min_flip_score` (less confident ones neither count nor break the
+run); a track not matched for more than `max_missed_frames` frames in a row is dropped, or, with stamps, one
+unseen longer than `max_age_s` *and* missed in a processed frame (None: frames only).
 
 Age counts processed frames as well as time: a track matched in the last frame the tracker saw lives on
 however long ago that frame was. On a slow device (the full model on a CPU answers every 2.5-3 s while frames in
