@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
-import platform
 import resource
 import subprocess
 import sys
@@ -134,13 +133,9 @@ def load_one(kind: str, path: str) -> dict:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from hamer_ros.cpu_info import cpu_description
+
+    return cpu_description()[0]
 
 
 def main() -> int:

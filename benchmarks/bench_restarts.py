@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -38,13 +37,9 @@ SECOND = 1_000_000_000
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown'
+    from hamer_ros.cpu_info import cpu_description
+
+    return cpu_description()[0]
 
 
 class Player:

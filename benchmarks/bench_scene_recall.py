@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -43,13 +42,9 @@ SIZE_BINS = (('< 30 px', 0, 30), ('30-80 px', 30, 80), ('> 80 px', 80, 1e9))
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown'
+    from hamer_ros.cpu_info import cpu_description
+
+    return cpu_description()[0]
 
 
 def iou(a, b) -> float:

@@ -50,10 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from hamer_ros.evaluation.datasets import open_dataset
 
+    from hamer_ros.errors import InputError
+
     if args.resume and args.overwrite:
-        raise ValueError('--resume and --overwrite exclude each other')
+        raise InputError('--resume and --overwrite exclude each other')
     if args.limit is not None and args.limit < 1:
-        raise ValueError(f'--limit must be at least 1, got {args.limit}')
+        raise InputError(f'--limit must be at least 1, got {args.limit}')
     dataset = open_dataset(args.dataset, args.root, args.split)
     return Evaluation(args, dataset).run()
 
@@ -84,38 +86,24 @@ class Evaluation:
         self.dataset = dataset
 
     def _prepare_folder(self, manifest: dict) -> None:
-        import shutil
+        from hamer_ros.io.offline import prepare_run_folder
 
-        out = self.args.out
-        run_file = out / RUN_FILE
-        if run_file.exists():
-            if self.args.overwrite:
-                for name in (SAMPLES, RUN_FILE, SUMMARY_FILE):
-                    target = out / name
-                    if target.is_dir():
-                        shutil.rmtree(target)
-                    elif target.exists():
-                        target.unlink()
-            elif self.args.resume:
-                earlier = json.loads(run_file.read_text())
-                changed = [k for k in _RUN_KEYS if earlier.get(k) != manifest.get(k)]
-                if changed:
-                    raise ValueError(f'--resume: {out} holds a run with other {", ".join(changed)} '
-                                     f'({", ".join(f"{k}={earlier.get(k)!r}" for k in changed)}); use another '
-                                     '--out, or --overwrite to start over')
-            else:
-                raise ValueError(f'{out} holds an earlier evaluation: pass --resume to continue it or --overwrite '
-                                 'to replace it')
-        (out / SAMPLES).mkdir(parents=True, exist_ok=True)
-        run_file.write_text(json.dumps(manifest, indent=1))
+        prepare_run_folder(self.args.out, manifest, [SAMPLES, RUN_FILE, SUMMARY_FILE], list(_RUN_KEYS),
+                           self.args.resume, self.args.overwrite, what='evaluation')
+        (self.args.out / SAMPLES).mkdir(exist_ok=True)
 
     def _make_detector(self):
-        from hamer_ros.detection import HandDetector
+        """--boxes detected: the hand search every front end uses; --boxes gt (landmarks-only): MediaPipe's hand
+        landmarker on a region around the true box, which holds one or two close-up hands."""
+        from hamer_ros.errors import SetupError
         try:
-            # Every hand of a benchmark image (InterHand2.6M has two) and of a busy scene with detected boxes.
-            return HandDetector(running_mode='image', num_hands=8 if self.args.boxes == 'detected' else 2)
+            if self.args.boxes == 'detected':
+                from hamer_ros.detection import make_hand_detector
+                return make_hand_detector(running_mode='image', num_hands=8)
+            from hamer_ros.detection import HandDetector
+            return HandDetector(running_mode='image', num_hands=2)
         except ImportError as exc:
-            raise RuntimeError(f'MediaPipe is not installed ({exc}): pip install mediapipe') from exc
+            raise SetupError(f'MediaPipe is not installed ({exc}): pip install mediapipe') from exc
 
     def run(self) -> int:
         import cv2

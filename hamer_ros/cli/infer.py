@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -124,33 +123,11 @@ class InferRun:
     # ------------------------------------------------------------------------------------------ set-up
 
     def _prepare_folder(self, manifest: dict) -> None:
-        out = self.args.out
-        run_file = out / RUN_FILE
-        if run_file.exists():
-            if self.args.overwrite:
-                for name in (RESULTS, OVERLAYS, MESHES, BAG, VIDEO, RUN_FILE, SUMMARY_FILE):
-                    target = out / name
-                    if target.is_dir():
-                        shutil.rmtree(target)
-                    elif target.exists():
-                        target.unlink()
-            elif self.args.resume:
-                try:
-                    earlier = json.loads(run_file.read_text())
-                except ValueError as exc:
-                    raise InputError(f'--resume: {run_file} is unreadable ({exc}): use --overwrite to start over') \
-                        from None
-                # Every setting that changes the results; one missing from an older run.json is not compared.
-                changed = [k for k in RESUME_SETTINGS if k in earlier and earlier[k] != manifest.get(k)]
-                if changed:
-                    raise InputError(f'--resume: {out} holds a run with other {", ".join(changed)} '
-                                     f'({", ".join(f"{k}={earlier.get(k)!r}" for k in changed)}); '
-                                     'use another --out, or --overwrite to start over')
-            else:
-                raise InputError(f'{out} holds the results of an earlier run: pass --resume to continue it or '
-                                 '--overwrite to replace it')
-        out.mkdir(parents=True, exist_ok=True)
-        (out / RUN_FILE).write_text(json.dumps(manifest, indent=1))
+        from hamer_ros.io.offline import prepare_run_folder
+
+        # Every setting that changes the results is compared on --resume.
+        prepare_run_folder(self.args.out, manifest, [RESULTS, OVERLAYS, MESHES, BAG, VIDEO, RUN_FILE, SUMMARY_FILE],
+                           list(RESUME_SETTINGS), self.args.resume, self.args.overwrite)
 
     def _manifest(self, model) -> dict:
         """run.json: how this run was made (RESUME_SETTINGS are compared by --resume)."""

@@ -206,15 +206,7 @@ class HandDetector:
         return stamp
 
     def _to_rgb(self, image: np.ndarray) -> np.ndarray:
-        image = np.asarray(image)
-        if image.dtype != np.uint8:
-            raise ValueError(f'images for hand detection must be uint8, got {image.dtype}; convert them first '
-                             '(e.g. cv2.convertScaleAbs)')
-        if image.ndim == 2:
-            return np.ascontiguousarray(np.repeat(image[:, :, None], 3, axis=2))
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f'images for hand detection must be HxWx3 (or HxW grey), got shape {image.shape}')
-        return np.ascontiguousarray(image if self.rgb_input else image[:, :, ::-1])
+        return detector_input_rgb(image, self.rgb_input)
 
     def _to_detection(self, handedness, landmarks, world, width: int, height: int) -> HandDetection:
         best = max(handedness, key=lambda category: category.score)
@@ -227,3 +219,16 @@ class HandDetector:
         return HandDetection(box_xyxy=box_from_landmarks(landmarks_2d, width, height), side=side,
                              side_score=float(best.score), score=float(best.score),
                              landmarks_2d=landmarks_2d, landmarks_world=landmarks_world)
+
+
+def detector_input_rgb(image: np.ndarray, rgb_input: bool = False) -> np.ndarray:
+    """The contiguous uint8 HxWx3 RGB image the hand models take, from BGR (or RGB when `rgb_input`) or grey."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f'images for hand detection must be uint8, got {image.dtype}; convert them first '
+                         '(e.g. cv2.convertScaleAbs)')
+    if image.ndim == 2:
+        return np.ascontiguousarray(np.repeat(image[:, :, None], 3, axis=2))
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f'images for hand detection must be HxWx3 (or HxW grey), got shape {image.shape}')
+    return np.ascontiguousarray(image if rgb_input else image[:, :, ::-1])

@@ -43,7 +43,6 @@ import math
 import time
 from typing import Dict, List, Optional, Tuple
 
-import cv2
 import numpy as np
 
 from hamer_ros.detection.regions import (Region, aligned_region, box_iou, crop, decode_ssd, letterbox_region,
@@ -461,15 +460,9 @@ class HandSearch:
         return ('left' if side == 'right' else 'right') if self.mirrored else side
 
     def _to_rgb(self, image: np.ndarray) -> np.ndarray:
-        image = np.asarray(image)
-        if image.dtype != np.uint8:
-            raise ValueError(f'images for hand detection must be uint8, got {image.dtype}; convert them first '
-                             '(e.g. cv2.convertScaleAbs)')
-        if image.ndim == 2:
-            return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f'images for hand detection must be HxWx3 (or HxW grey), got shape {image.shape}')
-        return np.ascontiguousarray(image if self.rgb_input else cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        from hamer_ros.detection.hand_detector import detector_input_rgb
+
+        return detector_input_rgb(image, self.rgb_input)
 
 
 def tracking_region(landmarks_2d: np.ndarray) -> Region:

@@ -30,6 +30,8 @@ from typing import Iterator, List, Optional
 
 import numpy as np
 
+from hamer_ros.errors import InputError
+
 DATASETS = ('freihand', 'ho3d', 'interhand')
 
 HO3D_TO_OPENPOSE = [0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20]
@@ -55,7 +57,7 @@ class Sample:
     hands: List[GroundTruthHand] = field(default_factory=list)
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset folder that does not have the published layout (the message says what is missing)."""
 
 

@@ -349,6 +349,39 @@ _FLOAT32_FIELDS = ('global_orient', 'hand_pose', 'betas', 'keypoints_2d', 'joint
                    'box_center', 'focal_length')
 
 
+def prepare_run_folder(out: Path, manifest: dict, owned: List[str], compared: List[str], resume: bool,
+                       overwrite: bool, what: str = 'run') -> None:
+    """The output folder of a resumable command (`infer`, `evaluate`): with an earlier run in it (its run.json),
+    --overwrite removes the `owned` names, --resume continues it when every `compared` setting is the same (one
+    missing from an older run.json is not compared), else a one-line error says what to do; then writes run.json."""
+    run_file = out / 'run.json'
+    if run_file.exists():
+        if overwrite:
+            import shutil
+            for name in owned:
+                target = out / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+        elif resume:
+            try:
+                earlier = json.loads(run_file.read_text())
+            except ValueError as exc:
+                raise InputError(f'--resume: {run_file} is unreadable ({exc}): use --overwrite to start over') \
+                    from None
+            changed = [k for k in compared if k in earlier and earlier[k] != manifest.get(k)]
+            if changed:
+                raise InputError(f'--resume: {out} holds a {what} with other {", ".join(changed)} '
+                                 f'({", ".join(f"{k}={earlier.get(k)!r}" for k in changed)}); '
+                                 'use another --out, or --overwrite to start over')
+        else:
+            raise InputError(f'{out} holds the results of an earlier {what}: pass --resume to continue it or '
+                             '--overwrite to replace it')
+    out.mkdir(parents=True, exist_ok=True)
+    run_file.write_text(json.dumps(manifest, indent=1))
+
+
 def frame_to_record(frame: FrameResult, item: InputFrame, faces: Optional[Dict[str, np.ndarray]] = None,
                     mode: str = 'hamer', timings_ms: Optional[Dict[str, float]] = None) -> dict:
     """A frame's results as a record: JSON types plus numpy arrays (`write_record` stores both).
