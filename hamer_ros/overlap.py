@@ -6,7 +6,8 @@ Each slot holds one item and a newer item replaces a waiting one (counted as dro
 builds a queue: latency stays bounded and every frame the model starts is the newest one detected. Frames come
 out in the order they went in. Worth it where the two stages use different resources: on a GPU the model thread
 mostly waits for the device (PyTorch releases the GIL there) while MediaPipe runs on the CPU. On a CPU-only
-machine both stages share the cores, and with the full ViT-H (~1 s per hand) the detector's ~15 ms hardly matter.
+machine both stages share the cores, and next to the full ViT-H the detector's share hardly matters
+(docs/performance.md).
 
 Plain Python (no rclpy); the node or a tool feeds `submit` and handles `on_result` (called on the model thread).
 """

@@ -5,9 +5,7 @@ scripts/hamer_node calls it before importing the node, the CLI's main before run
 
 1. OpenMP threads sleep when idle (``OMP_WAIT_POLICY=PASSIVE``, unless already set). By default PyTorch's
    OpenMP workers spin between parallel regions; next to MediaPipe's own thread pool and other processes on a
-   small CPU they burn the cores the other threads need. Measured on the shared 2-core machine (load ~4):
-   ViT-H forward of two crops 5.5-7.5 s spinning vs 1.4-2.9 s sleeping; the small model's stage in the
-   pipeline p99 350-420 ms vs 14 ms (docs/performance.md).
+   small CPU they burn the cores the other threads need (figures: docs/performance.md).
 2. glibc malloc keeps freed blocks for reuse (fixed mmap threshold 32 MiB, trim threshold 64 MiB). With the
    default, dynamic thresholds, which glibc settles by allocation history, every frame's NumPy/PyTorch
    temporaries were mapped fresh and zero-filled after the memory-mapped checkpoint load: 99,700 page faults and
@@ -58,7 +56,7 @@ def release_freed_memory() -> bool:
     """Hands the memory freed so far back to the operating system (glibc `malloc_trim(0)`, every arena); True
     when it ran. For after a large one-off release, e.g. a MediaPipe graph closed because the detector's
     thresholds changed: its many small blocks, spread over the arenas of MediaPipe's threads, otherwise stay with
-    the process (measured: 60 graph rebuilds kept ~34 MB, with this call ~5 MB; benchmarks/bench_restarts.py)."""
+    the process (docs/performance.md, benchmarks/bench_restarts.py)."""
     name = ctypes.util.find_library('c')
     try:
         malloc_trim = ctypes.CDLL(name).malloc_trim

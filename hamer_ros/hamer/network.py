@@ -5,8 +5,8 @@ Module and parameter names follow the official ``HAMER`` module, so the checkpoi
 ``hamer_ros.hamer.checkpoint``). Sizes are parameters (`NetworkConfig`): the released model is
 `NetworkConfig()` (ViT-H + 6-layer decoder), `NetworkConfig.small()` is a tiny variant for fast tests.
 
-CPU speed: PyTorch's fp32 ``F.linear`` goes through MKL, whose sgemm takes a slow path on AMD CPUs (about
-50 GFLOP/s on this 2-core EPYC, against ~140 GFLOP/s for oneDNN on the same plain weights). `Linear` therefore
+CPU speed: PyTorch's fp32 ``F.linear`` goes through MKL, whose sgemm takes a slow path on AMD CPUs (measured
+about a third of oneDNN's rate on the same plain weights, docs/performance.md). `Linear` therefore
 calls oneDNN's linear directly on CPU when it is available and we are not tracing/exporting; both are exact
 float32 matmuls (they differ only in summation order, ~1e-7 relative). The weights stay in their plain
 layout, so memory-mapped checkpoint tensors are used as they are, with no packed copy.
@@ -434,7 +434,7 @@ def quantize_int8_(network: HamerNetwork, names=None, bf16_names=(), full_range:
     Weights become int8 per output channel, activations are quantised per call (per tensor) and the matmuls run
     on the quantized engine's int8 (VNNI) kernels, at a quarter of the fp32 weight memory. Everything else stays
     float32: the patch embedding, and the MANO head, which is cheap and whose quantisation doubled the deviation
-    from fp32 on the fixture (measured: vertices 9.3 vs 5.9 mm). The fp32 checkpoint pages of every converted
+    from fp32 on the fixture (docs/performance.md). The fp32 checkpoint pages of every converted
     weight are given back (`mapped_memory`). Which layers the CPU precision 'int8' quantises and which it keeps in
     bf16 comes from the per-layer study in docs/performance.md (``hamer_ros.hamer.model.INT8_PLAN``).
     `full_range`: 8-bit activations (default: where the CPU has VNNI, see `_DynamicInt8Linear`), else 7-bit.

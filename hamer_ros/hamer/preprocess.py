@@ -22,7 +22,7 @@ IMAGE_STD_RGB = (0.229, 0.224, 0.225)
 _MEAN_255 = 255.0 * np.array(IMAGE_MEAN_RGB)   # float64, as the dataset keeps them (docs/model.md §6.7)
 _STD_255 = 255.0 * np.array(IMAGE_STD_RGB)
 # The normalised value of every 8-bit level, per channel in BGR order, by the very float64 arithmetic of
-# `_normalize`: looking a uint8 patch up in it is bit-exact and ~6x faster than computing it per pixel.
+# `_normalize`: looking a uint8 patch up in it is bit-exact and faster than computing it per pixel.
 _LEVELS_BGR = ((np.arange(256, dtype=np.float32)[:, None] - _MEAN_255[::-1]) / _STD_255[::-1]).astype(np.float32)
 
 
@@ -92,7 +92,7 @@ def make_crops(image_bgr: np.ndarray, boxes_xyxy, is_right: Sequence[bool],
         if not right:
             center_x = width - center_x - 1   # pixel-index mirror, float32 (docs/model.md §6.6)
             if mirrored is None:
-                mirrored = cv2.flip(image, 1)   # = [:, ::-1], contiguous: 10-50x faster than NumPy's copy
+                mirrored = cv2.flip(image, 1)   # = [:, ::-1], contiguous, and much faster than NumPy's copy
             source = mirrored
         transform = _crop_transform(center_x, center_y, size)
         sigma = blur_sigma(size)
@@ -139,7 +139,7 @@ def _blurred_canvas(image: np.ndarray, sigma: np.float32, transform: np.ndarray)
 
     The official code blurs the whole image, but a crop samples the image every size/256 px (> 2.2 px where the
     blur applies) and reads 2x2 pixels per sample: the rows it reads and a band of columns are enough, and
-    blurring only those (`_blur_at`) takes ~2 ms per hand instead of 7-8 ms on a 640x480 frame. The canvas keeps
+    blurring only those (`_blur_at`) costs a fraction of the whole image (docs/performance.md). The canvas keeps
     image coordinates so that the warp runs with the very same transform: warping a window instead would need a
     shifted translation, and with the transform's off-diagonal terms not exactly 0 (~1e-15) cv2 would round
     different numbers.
@@ -157,7 +157,7 @@ def _blurred_canvas(image: np.ndarray, sigma: np.float32, transform: np.ndarray)
 
 def _new_canvas(shape: Tuple[int, int, int]) -> np.ndarray:
     """Uninitialised: the warp reads only the pixels `_blurred_canvas` writes (the tests fill the rest with NaN to
-    prove it); zeroing 7 MB per hand would cost ~1 ms."""
+    prove it); zeroing megabytes per hand would cost time for nothing."""
     return np.empty(shape, dtype=np.float64)
 
 

@@ -15,11 +15,10 @@ How (`rasterize`): a scanline z-buffer, vectorised over all triangles of all mes
      for a pinhole camera; quantised to 30 bits of the frame's range) above the fragment's row, so the
      maximum is the nearest fragment and names its triangle. Depth order is therefore per pixel: between
      hands and within a hand (fingers over the palm), also for interpenetrating meshes.
-Alternatives measured on this machine (2 shared cores; two hands, ~20 k covered pixels): painter's algorithm
-with one `cv2.fillConvexPoly` per front face sorted back to front 2.5 ms (per-call overhead; depth order per
-triangle only); a barycentric test over power-of-two bounding-box stencils 2.8 ms (4.5x more candidate pixels
-than covered ones); this method 0.75 ms for two 200-px hands (~30 k pixels), 1.7 ms for the whole overlay
-(`benchmarks/bench_render.py`).
+Alternatives that measured slower (`benchmarks/bench_render.py`, figures in docs/performance.md): painter's
+algorithm with one `cv2.fillConvexPoly` per front face sorted back to front (per-call overhead; depth order per
+triangle only) and a barycentric test over power-of-two bounding-box stencils (several times more candidate
+pixels than covered ones).
 
 Conventions: vertices in the camera optical frame (REP-103: x right, y down, z forward, metres), pixel
 centres at integer coordinates (hamer_ros.types). A pixel belongs to a triangle when its centre lies inside

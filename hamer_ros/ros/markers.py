@@ -9,7 +9,7 @@ across frames; `MarkerBuilder` remembers what it published and sends DELETE for 
 In landmarks-only mode there is no mesh, only joints and skeleton.
 
 The mesh points are the expensive part (3 x 1552 = 4656 points per hand): building that many
-geometry_msgs/Point objects costs ~3 ms per hand and rclpy's conversion of them as much again, so the
+geometry_msgs/Point objects and rclpy's conversion of them cost milliseconds per hand (docs/performance.md), so the
 builder hands the triangle vertices over as a numpy array (`HandMarkers.triangle_points`); the node
 serializes them in one block (hamer_ros.ros.ros_messages.serialize_hand_markers), and `HandMarkers.filled()`
 makes the ordinary message where speed does not matter.
