@@ -897,6 +897,8 @@ def test_without_autostart_the_node_waits_unconfigured_until_driven(start, photo
     probe.wait_for_node(node)
     probe.publish(image_msg(photo), 5_000_000_000)
     assert len(probe.answer(5_000_000_000, node)['mano'].hands) == 2
+    # The diagnostics come every 0.2 s: wait until they count that frame, or the count below is an older one.
+    probe.spin_until(lambda: probe.diagnostic_value('frames processed') == '1', what='the frame counted', node=node)
     assert _change_state(probe, node_name, 'deactivate')
     processed = probe.diagnostic_value('frames processed')
     probe.publish(image_msg(photo), 6_000_000_000)
