@@ -93,7 +93,7 @@ def device_checks():
     else:
         built_for = f'this torch is built for CUDA {torch.version.cuda}' if torch.version.cuda else \
             'this torch is a CPU-only build'
-        checks.append(Check('CUDA', False, f'not available ({built_for}): HaMeR runs on the CPU (fp32, or '
+        checks.append(Check('CUDA', False, f'not available ({built_for}): HaMeR runs on the CPU (fp32, or bf16 / '
                             f'int8), {threads} threads; expect seconds per hand with the full model',
                             'for GPU speed install a CUDA build of torch on a machine with an NVIDIA GPU',
                             required=False))
