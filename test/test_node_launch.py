@@ -204,22 +204,9 @@ def test_launch_remaps_topics_into_the_namespace(tmp_path):
     from rclpy.context import Context
 
     domain = random.SystemRandom().randint(1, 100)
-    runner = tmp_path / 'run_launch.py'
-    runner.write_text(
-        'import sys\n'
-        'from launch import LaunchDescription, LaunchService\n'
-        'from launch.actions import IncludeLaunchDescription\n'
-        'from launch.launch_description_sources import PythonLaunchDescriptionSource\n'
-        'service = LaunchService()\n'
-        'service.include_launch_description(LaunchDescription([IncludeLaunchDescription(\n'
-        f'    PythonLaunchDescriptionSource({str(LAUNCH_FILE)!r}), launch_arguments={{\n'
-        "        'namespace': 'lab', 'image_topic': '/test_cam/image', 'camera_info_topic': '/test_cam/info',\n"
-        "        'use_compressed': 'true', 'device': 'cpu'}.items())]))\n"
-        'sys.exit(service.run())\n')
-    # A session of its own: at the end SIGINT goes to launch and the node it started (launch's SIGTERM path
-    # leaves its processes running, by its own account).
-    launch = subprocess.Popen([sys.executable, str(runner)], env=dict(os.environ, ROS_DOMAIN_ID=str(domain)),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    launch = _run_launch(tmp_path, domain, {'namespace': 'lab', 'image_topic': '/test_cam/image',
+                                            'camera_info_topic': '/test_cam/info', 'use_compressed': 'true',
+                                            'device': 'cpu'})
     context = Context()
     rclpy.init(context=context, domain_id=domain)
     try:

@@ -43,18 +43,24 @@ import numpy as np
 from hamer_ros.types import CameraIntrinsics
 
 
+def _crop_inputs(pred_cam, centers, sizes, dtype):
+    """(pred_cam (N, 3), centers (N, 2), sizes (N,)) as `dtype` arrays, checked to describe the same N hands."""
+    pred_cam = np.asarray(pred_cam, dtype=dtype).reshape(-1, 3)
+    centers = np.asarray(centers, dtype=dtype).reshape(-1, 2)
+    sizes = np.asarray(sizes, dtype=dtype).reshape(-1)
+    if not len(pred_cam) == len(centers) == len(sizes):
+        raise ValueError(f'pred_cam, centers and sizes disagree on the number of hands: '
+                         f'{len(pred_cam)}, {len(centers)}, {len(sizes)}')
+    return pred_cam, centers, sizes
+
+
 def cam_crop_to_full(pred_cam, centers, sizes, intrinsics: CameraIntrinsics) -> np.ndarray:
     """Camera-frame translation (N, 3) float32 of each hand: camera-frame points = hand points + cam_t.
 
     pred_cam: (N, 3) raw network (s, tx, ty) with tx already negated for left hands (docs/model.md §5.3, §7);
     centers: (N, 2) unmirrored crop centres and sizes: (N,) crop sides, pixels, as `make_crops` returns them.
     """
-    pred_cam = np.asarray(pred_cam, dtype=np.float32).reshape(-1, 3)
-    centers = np.asarray(centers, dtype=np.float32).reshape(-1, 2)
-    sizes = np.asarray(sizes, dtype=np.float32).reshape(-1)
-    if not len(pred_cam) == len(centers) == len(sizes):
-        raise ValueError(f'pred_cam, centers and sizes disagree on the number of hands: '
-                         f'{len(pred_cam)}, {len(centers)}, {len(sizes)}')
+    pred_cam, centers, sizes = _crop_inputs(pred_cam, centers, sizes, np.float32)
     fx, fy = _focal_lengths(intrinsics)
     # Geometric-mean focal, written with ratios so that fx == fy gives exactly 1 (and the official numbers).
     ratio_x = np.float32(np.sqrt(fy / fx))
@@ -104,12 +110,7 @@ def crop_to_camera_perspective(pred_cam, centers, sizes, intrinsics: CameraIntri
     """Perspective-correct placement (module docstring): (rotations (N, 3, 3) R_c, translations (N, 3) R_c t_v),
     float64. Camera-frame points are ``points @ R_c.T + translation`` for hand-centred points of the crop
     prediction; global rotations become ``R_c @ R``. Same inputs as `cam_crop_to_full`."""
-    pred_cam = np.asarray(pred_cam, dtype=np.float64).reshape(-1, 3)
-    centers = np.asarray(centers, dtype=np.float64).reshape(-1, 2)
-    sizes = np.asarray(sizes, dtype=np.float64).reshape(-1)
-    if not len(pred_cam) == len(centers) == len(sizes):
-        raise ValueError(f'pred_cam, centers and sizes disagree on the number of hands: '
-                         f'{len(pred_cam)}, {len(centers)}, {len(sizes)}')
+    pred_cam, centers, sizes = _crop_inputs(pred_cam, centers, sizes, np.float64)
     rotations = ray_rotations(centers, intrinsics)
     focal = virtual_focal_lengths(centers, intrinsics)
     scale, tx, ty = pred_cam[:, 0], pred_cam[:, 1], pred_cam[:, 2]
