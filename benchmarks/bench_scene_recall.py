@@ -19,7 +19,7 @@ box grown by 25 % per side; one match per hand. Printed:
 Speed at 640x480 with two people (issue 11 item 3): `--speed` times the full search (image mode) and the tracked
 video mode on the crowdpose 640x480 photo with two people (crowdpose_106848.jpg resized to 640x480), repeated.
 
-    python benchmarks/bench_scene_recall.py [--palm-tiles 2] [--person-tiles 1] [--max-people 4] [--no-body] [--speed]
+    python benchmarks/bench_scene_recall.py [--palm-min-hand-size 32] [--person-tiles 1] [--max-people 4] [--no-body] [--speed]
 """
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def run_recall(args, scenes):
     from hamer_ros.detection import HandDetector, HandSearch
 
     search = HandSearch(running_mode='image', num_hands=args.num_hands, body_stage=not args.no_body,
-                        palm_stage=not args.no_palm, palm_tiles=args.palm_tiles, person_tiles=args.person_tiles,
+                        palm_stage=not args.no_palm, palm_min_hand_size=args.palm_min_hand_size, person_tiles=args.person_tiles,
                         max_people=args.max_people, **search_options(args))
     images = {s['image']: cv2.imread(str(SCENES / s['image'])) for s in scenes}
     for scene in scenes:                   # warm-up
@@ -151,7 +151,7 @@ def run_recall(args, scenes):
         per_scene.append((scene['image'], sum(x[1] for x in r), len(r), len(found), w, 1000 * total,
                           {k: sum(h.stage == k for h in found) for k in ('body', 'palm')}))
     runs = ', '.join(f'{name} {model.runs / (2 * len(scenes)):.1f}' for name, model in sorted(search._models.items()))
-    report('HandSearch (image mode) ' + json.dumps({'palm_tiles': args.palm_tiles, 'person_tiles': args.person_tiles,
+    report('HandSearch (image mode) ' + json.dumps({'palm_min_hand_size': args.palm_min_hand_size, 'person_tiles': args.person_tiles,
                                                     'max_people': args.max_people, **search_options(args),
                                                     'body': not args.no_body, 'palm': not args.no_palm}),
            rows, boxes, wrong, wrong_person, times)
@@ -181,17 +181,20 @@ def run_speed(args):
     image = cv2.resize(cv2.imread(str(SCENES / 'crowdpose_106848.jpg')), (640, 480))
     for mode in ('image', 'video'):
         search = HandSearch(running_mode=mode, num_hands=args.num_hands, body_stage=not args.no_body,
-                            palm_stage=not args.no_palm, palm_tiles=args.palm_tiles, person_tiles=args.person_tiles,
-                        max_people=args.max_people, **search_options(args))
-        samples, stages, counts = [], [], []
+                            palm_stage=not args.no_palm, palm_min_hand_size=args.palm_min_hand_size,
+                            palm_tiles_per_search=args.palm_tiles_per_search, person_tiles=args.person_tiles,
+                            max_people=args.max_people, **search_options(args))
+        samples, stages, counts, full_frames, tracked_frames = [], [], [], [], []
         for i in range(args.repeats + 3):
             # video: the photo shifted by 1 px per frame, so that the tracked regions move as in a stream
             frame = np.roll(image, i % 20, axis=1) if mode == 'video' else image
+            before = search.full_searches
             start = time.perf_counter()
             found = search.detect(frame, timestamp_ms=33 * i)
             elapsed = time.perf_counter() - start
             if i >= 3:
                 samples.append(elapsed)
+                (full_frames if search.full_searches > before else tracked_frames).append(elapsed)
                 stages.append(dict(search.last_timings))
                 counts.append(len(found))
         keys = sorted({k for t in stages for k in t})
@@ -201,6 +204,12 @@ def run_speed(args):
               f'median {1000 * statistics.median(samples):.1f} ms, '
               f'mean {1000 * statistics.mean(samples):.1f} ms, hands per frame {statistics.mean(counts):.2f}, '
               f'full searches {search.full_searches}')
+        if mode == 'video':
+            print('  frames with a full search: ' + (f'{len(full_frames)}, median {1000 * statistics.median(full_frames):.1f} '
+                                                     f'ms, max {1000 * max(full_frames):.1f} ms' if full_frames else 'none')
+                  + '; tracked frames only: ' + (f'{len(tracked_frames)}, median '
+                                                 f'{1000 * statistics.median(tracked_frames):.1f} ms, max '
+                                                 f'{1000 * max(tracked_frames):.1f} ms' if tracked_frames else 'none'))
         print('  ms per frame by stage (mean over frames): '
               + ', '.join(f'{k} {1000 * statistics.mean(t.get(k, 0.0) for t in stages):.1f}' for k in keys))
         print(f'  model runs per frame (mean, warm-up frames included): {runs}')
@@ -208,7 +217,8 @@ def run_speed(args):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--palm-tiles', type=int, default=2)
+    parser.add_argument('--palm-min-hand-size', type=float, default=32.0)
+    parser.add_argument('--palm-tiles-per-search', type=int, default=2, help='video mode (the speed run)')
     parser.add_argument('--person-tiles', type=int, default=1)
     parser.add_argument('--max-people', type=int, default=4)
     parser.add_argument('--num-hands', type=int, default=8)

@@ -7,6 +7,7 @@ file is extracted anew, never run:
 | model | input | outputs |
 |---|---|---|
 | `palm_detection_full` | 1x192x192x3 float [0, 1] | 1x2016x18 boxes + 7 keypoints, 1x2016x1 scores (logits) |
+| `palm_detection_lite` | the same | the same (the zoomed palm search's tiles) |
 | `pose_detection` | 1x224x224x3 float [-1, 1] | 1x2254x12 boxes + 4 keypoints, 1x2254x1 scores (logits) |
 | `pose_landmark_full` | 1x256x256x3 float [0, 1] | 1x195 (39 landmarks: x, y, z, visibility, presence), 1x1 flag |
 | `hand_recrop` | 1x256x256x3 float [0, 1] | 1x1x1x4: two points that give the refined hand region |
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 SEARCH_MODELS: Dict[str, tuple] = {
     'palm_detection_full': ('mediapipe/modules/palm_detection/palm_detection_full.tflite',
                             '1b14e9422c6ad006cde6581a46c8b90dd573c07ab7f3934b5589e7cea3f89a54'),
+    'palm_detection_lite': ('mediapipe/modules/palm_detection/palm_detection_lite.tflite',
+                            'e9a4aaddf90dda56a87235303cf00e4c2d3fb28725f68fd88772997dac905c18'),
     'pose_detection': ('mediapipe/modules/pose_detection/pose_detection.tflite',
                        '9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c'),
     'pose_landmark_full': ('mediapipe/modules/pose_landmark/pose_landmark_full.tflite',

@@ -123,9 +123,15 @@ PARAMETERS: Tuple[Param, ...] = (
           read_only=True, note='multi-stage hand search (needs LiteRT; without it: palm-only, with a warning)'),
     Param('detector.body_stage', True,
           'search: find hands from people\'s wrists (BlazePose person detector + pose landmarks)', read_only=True),
-    Param('detector.palm_tiles', 2,
-          'search: palm detector tiles per image side on frames where nothing is tracked (1: whole frame only)',
-          read_only=True, low=1, high=6),
+    Param('detector.palm_min_hand_size', 32.0,
+          'search: smallest hand (px) the zoomed palm search looks for; its finest tiles are 8x this, each coarser '
+          'level doubles them (smaller values cost about 4x the tiles per halving; 0: the whole frame only; '
+          'otherwise at least 8)',
+          read_only=True, low=0.0, high=4096.0),
+    Param('detector.palm_tiles_per_search', 2,
+          'search, video mode: zoomed palm tiles each full search runs, in turn (the whole pyramid is covered every '
+          'few full searches; full searches run on every frame while nothing is tracked); 0: all of them '
+          '(image mode always runs all)', read_only=True, low=0, high=1000),
     Param('detector.person_tiles', 1,
           'search: person detector tiles per image side (1: whole frame; more finds people far away in large '
           'frames, one detector run per tile)', read_only=True, low=1, high=6),
