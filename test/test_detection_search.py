@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from hamer_ros.detection import HandDetector, HandSearch, make_hand_detector
-from hamer_ros.detection.hand_search import merge_hands, same_person
+from hamer_ros.detection.hand_search import PALM_TILE_HAND_RATIO, merge_hands, palm_windows, same_person
 from hamer_ros.detection.search_models import SEARCH_MODELS, ensure_search_models, litert_available
 from hamer_ros.types import HandDetection
 
@@ -95,6 +95,72 @@ def test_body_stage_finds_hands_in_scenes_that_the_palm_detector_misses(photo):
         assert len(found) == 1, f'{side} hand {box} not found by the body stage: ' + str(
             [(h.side, h.box_xyxy.round().tolist()) for h in body_hands])
         assert found[0].stage == 'body' and found[0].side == side
+
+
+@pytest.mark.parametrize('width, height, min_hand', [(640, 480, 32), (1280, 720, 32), (900, 600, 24), (480, 640, 40)])
+def test_palm_pyramid_covers_the_frame_at_every_level_with_tiles_sized_by_the_smallest_hand(width, height, min_hand):
+    windows = palm_windows(width, height, min_hand)
+    whole = windows[0]
+    assert (whole.cx, whole.cy, whole.size, whole.angle) == (width / 2, height / 2, max(width, height), 0.0)
+    levels = {}
+    for tile in windows[1:]:
+        levels.setdefault(round(tile.size, 6), []).append(tile)
+    hand, expected_sides = float(min_hand), []
+    while PALM_TILE_HAND_RATIO * hand < 0.9 * max(width, height):
+        expected_sides.append(round(min(PALM_TILE_HAND_RATIO * hand, min(width, height)), 6))
+        hand *= 2
+    assert sorted(levels) == sorted(set(expected_sides)) and expected_sides
+    ys, xs = np.mgrid[0:height:7, 0:width:7]
+    for level, (side, tiles) in enumerate(sorted(levels.items())):
+        level_hand = min_hand * 2 ** level
+        # every pixel lies in a tile of the level, and so does every hand of up to twice the level's smallest one
+        # (a square of that side anywhere in the frame lies whole in some tile) where the tile is big enough
+        inside = np.zeros(xs.shape, bool)
+        for tile in tiles:
+            inside |= (abs(xs - tile.cx) <= side / 2) & (abs(ys - tile.cy) <= side / 2)
+        assert inside.all(), (side, int((~inside).sum()))
+        span = min(2 * level_hand, side / 2)
+        for x0 in np.arange(0, width - span + 1, 13.0):
+            for y0 in np.arange(0, height - span + 1, 13.0):
+                assert any(tile.cx - side / 2 - 1e-6 <= x0 and x0 + span <= tile.cx + side / 2 + 1e-6
+                           and tile.cy - side / 2 - 1e-6 <= y0 and y0 + span <= tile.cy + side / 2 + 1e-6
+                           for tile in tiles), (side, x0, y0)
+    assert palm_windows(width, height, 0) == [whole]
+
+
+def test_zoomed_palm_search_finds_small_hands_the_whole_frame_misses():
+    # crowdpose_103319: two left hands of 19-24 px (the dataset's wrists); the palm detector on the whole frame
+    # (palm_min_hand_size 0) finds neither, the pyramid's tiles both, with their sides.
+    image = cv2.imread(str(SCENES / 'crowdpose_103319.jpg'))
+    hands_by_wrist = [('left', [379, 277, 398, 296]), ('left', [301, 143, 325, 167])]
+    with HandSearch(body_stage=False, palm_min_hand_size=0) as whole_only, \
+            HandSearch(body_stage=False) as pyramid:
+        assert palm_windows(*image.shape[1::-1], pyramid.palm_min_hand_size)[1:]
+        missed, found = whole_only.detect(image), pyramid.detect(image)
+    for side, box in hands_by_wrist:
+        assert not _found(missed, box, min_iou=0.2)
+        matched = _found(found, box, min_iou=0.2)
+        assert len(matched) == 1 and matched[0].side == side and matched[0].stage == 'palm', \
+            [(h.box_xyxy.round().tolist(), h.side) for h in found]
+
+
+def test_video_mode_runs_the_pyramid_in_turn_within_the_tile_budget():
+    blank = np.full((480, 640, 3), 90, np.uint8)       # nothing to track: a full search on every frame
+    tiles = len(palm_windows(640, 480, 32)) - 1
+    with HandSearch(running_mode='video', palm_tiles_per_search=3, body_stage=False) as video, \
+            HandSearch(running_mode='image', body_stage=False) as image_mode:
+        seen = []
+        original = video._palm_regions
+        video._palm_regions = lambda rgb, chosen: (seen.append([(t.cx, t.cy, t.size) for t in chosen]),
+                                                   original(rgb, chosen))[1]
+        for i in range(4):
+            assert video.detect(blank, timestamp_ms=33 * i) == []
+        lite_runs = _count_runs(image_mode, 'palm_detection_lite')
+        image_mode.detect(blank)
+    assert video.full_searches == 4 and all(len(chosen) == 3 for chosen in seen)
+    visited = [tile for chosen in seen for tile in chosen]
+    assert len(set(visited[:tiles])) == tiles          # the whole pyramid within ceil(tiles / 3) searches
+    assert len(lite_runs) == tiles                     # image mode: every tile on every frame
 
 
 def test_two_stages_finding_the_same_hands_give_each_hand_once():
