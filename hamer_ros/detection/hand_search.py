@@ -329,9 +329,8 @@ class HandSearch:
         start = time.perf_counter()
         refined = []
         for hand in hands:
-            if (hand.landmarks_2d is None or hand.stage == STAGE_PALM
-                    or any(hand is other for other in refined_already)):
-                # a pose-only hand has nothing to refine; a palm hand's region is MediaPipe's own already
+            if hand.landmarks_2d is None or any(hand is other for other in refined_already):
+                # a pose-only hand has nothing to refine
                 refined.append(_side_from_wrists(hand, wrists))
                 continue
             again = self._confirm(rgb, tracking_region(hand.landmarks_2d), hand.stage, self.min_presence_confidence)
