@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from hamer_ros.detection import HandDetector, HandSearch, make_hand_detector
-from hamer_ros.detection.hand_search import PALM_TILE_HAND_RATIO, merge_hands, palm_windows, same_person
+from hamer_ros.detection.hand_search import PALM_TILE_HAND_RATIO, merge_hands, palm_windows, same_person, \
+    tracking_region
+from hamer_ros.detection.regions import Region
 from hamer_ros.detection.search_models import SEARCH_MODELS, ensure_search_models, litert_available
 from hamer_ros.types import HandDetection
 
@@ -147,8 +149,8 @@ def test_zoomed_palm_search_finds_small_hands_the_whole_frame_misses():
 def test_video_mode_runs_the_pyramid_in_turn_within_the_tile_budget():
     blank = np.full((480, 640, 3), 90, np.uint8)       # nothing to track: a full search on every frame
     tiles = len(palm_windows(640, 480, 32)) - 1
-    with HandSearch(running_mode='video', palm_tiles_per_search=3, body_stage=False) as video, \
-            HandSearch(running_mode='image', body_stage=False) as image_mode:
+    with HandSearch(running_mode='video', palm_tiles_per_search=3, body_stage=False, palm_min_hand_size=32) as video, \
+            HandSearch(running_mode='image', body_stage=False, palm_min_hand_size=32) as image_mode:
         seen = []
         original = video._palm_regions
         video._palm_regions = lambda rgb, chosen: (seen.append([(t.cx, t.cy, t.size) for t in chosen]),
@@ -234,7 +236,9 @@ def test_lite_screen_saves_full_model_runs_and_finds_the_same_hands(photo):
     assert len(fast) == len(plain) >= 3
     for hand in plain:
         same = [other for other in fast if _iou(hand.box_xyxy, other.box_xyxy) > 0.7]
-        assert len(same) == 1 and same[0].side == hand.side and same[0].stage == hand.stage, hand.box_xyxy
+        assert len(same) == 1 and same[0].stage == hand.stage, hand.box_xyxy
+        if min(hand.side_score, same[0].side_score) > 0.6:     # an undecided side (0.53) may come out either way
+            assert same[0].side == hand.side, hand.box_xyxy
     assert len(full_runs['screened']) < len(full_runs['unscreened'])
     with pytest.raises(ValueError, match='lite_screen'):
         HandSearch(lite_screen=1.5)
@@ -293,18 +297,34 @@ def test_video_mode_rechecks_tracked_hands_and_searches_fully_every_period(sampl
 def test_video_mode_asks_the_full_model_before_giving_up_a_tracked_hand():
     # crowdpose_106848 at 640x480, panned by 1 px a frame: the bald man's left hand on the plate, half hidden,
     # gets a lite-model presence of about 0.55 when tracked (the full model: 0.9); without the full model's
-    # second opinion it was dropped on the fourth frame.
+    # second opinion it was dropped on the fourth frame. The track is started from the full model's answer in a
+    # region around that hand (full searches find it or not depending on their tiles: its presence in the palm
+    # detector's regions is about 0.5), and no full search runs, so the frames show the tracked re-check alone.
     image = cv2.resize(cv2.imread(str(SCENES / 'crowdpose_106848.jpg')), (640, 480))
-    # The full search of frame 0 confirms that hand at a presence of 0.499 in the zoomed palm search's region, so
-    # it takes the threshold 0.45 to start tracking it; the tracking threshold stays 0.5.
+    rgb = np.ascontiguousarray(image[:, :, ::-1])
     plate_hand = [263, 218, 300, 239]
-    with HandSearch(running_mode='video', palm_tiles_per_search=0, min_presence_confidence=0.45,
-                    min_tracking_confidence=0.5) as video:
-        for i in range(5):
+    with HandSearch(running_mode='video', full_search_period=1000) as video, \
+            HandSearch(running_mode='video', full_search_period=1000, tracking_model='lite') as lite_only:
+        tries = [video._confirm(rgb, Region(281.5, 228.5, size, angle), 'tracked', 0.0)
+                 for size in (60.0, 80.0) for angle in np.linspace(-np.pi, np.pi, 8, endpoint=False)]
+        # each answer once more in the region of its own landmarks (as MediaPipe's next frame would): the best one
+        again = [video._confirm(rgb, tracking_region(hand.landmarks_2d), 'tracked', 0.0) for hand in tries if hand]
+        seed = max((hand for hand in again if hand is not None), key=lambda hand: hand.score)
+        assert seed.score > 0.8 and _iou(seed.box_xyxy, plate_hand) > 0.3
+        video._tracked = [seed]
+        for i in range(1, 6):
             hands = video.detect(np.roll(image, i, axis=1), timestamp_ms=33 * i)
             shifted = [plate_hand[0] + i, plate_hand[1], plate_hand[2] + i, plate_hand[3]]
             assert len(_found(hands, shifted, min_iou=0.3)) == 1, (i, [h.box_xyxy.round().tolist() for h in hands])
-        assert video.full_searches == 1
+            assert hands[0].stage == 'tracked'
+        assert video.full_searches == 0
+        # the lite model alone, asked the same: its presence there stays about 0.55, under the threshold on some
+        # frame (then the full search runs and the track is gone)
+        lite_only._models['hand_landmark_full'].run = None      # a full-model run would raise here
+        presences = [lite_only._confirm(np.ascontiguousarray(np.roll(image, i, axis=1)[:, :, ::-1]),
+                                        tracking_region(seed.landmarks_2d), 'tracked', 0.0, 'hand_landmark_lite')
+                     for i in range(1, 6)]
+        assert min(hand.score if hand is not None else 0.0 for hand in presences) < 0.6
 
 
 def test_without_litert_the_palm_only_detector_runs_with_a_clear_message(monkeypatch, sample_photo):

@@ -123,7 +123,7 @@ PARAMETERS: Tuple[Param, ...] = (
           read_only=True, note='multi-stage hand search (needs LiteRT; without it: palm-only, with a warning)'),
     Param('detector.body_stage', True,
           'search: find hands from people\'s wrists (BlazePose person detector + pose landmarks)', read_only=True),
-    Param('detector.palm_min_hand_size', 32.0,
+    Param('detector.palm_min_hand_size', 24.0,
           'search: smallest hand (px) the zoomed palm search looks for; its finest tiles are 8x this, each coarser '
           'level doubles them (smaller values cost about 4x the tiles per halving; 0: the whole frame only; '
           'otherwise at least 8)',
