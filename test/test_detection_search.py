@@ -165,6 +165,18 @@ def test_video_mode_runs_the_pyramid_in_turn_within_the_tile_budget():
     assert len(lite_runs) == tiles                     # image mode: every tile on every frame
 
 
+def test_a_pose_only_hand_whose_fingers_the_pose_folds_onto_the_wrist_takes_its_size_from_the_forearm(search):
+    rgb = np.zeros((400, 600, 3), np.uint8)
+    wrist, folded = np.array([300.0, 200.0]), np.array([300.0, 202.0])      # index and pinky 2 px from the wrist
+    assert search._pose_only_hand(rgb, wrist, folded, 'left', 0.95) is None          # a 3.8 px box: no hand
+    hand = search._pose_only_hand(rgb, wrist, folded, 'left', 0.95, forearm=60.0)
+    side = 1.9 * 0.25 * 60.0                                                        # 28.5 px
+    centre = wrist + 1.1 * 0.25 * 60.0 * np.array([0.0, 1.0])                       # 16.5 px along the hand
+    np.testing.assert_allclose(hand.box_xyxy, [*(centre - side / 2), *(centre + side / 2)], atol=1e-9)
+    assert hand.side == 'left' and hand.stage == 'body' and hand.landmarks_2d is None
+    assert search._pose_only_hand(rgb, wrist, folded, 'left', 0.7, forearm=60.0) is None   # not seen clearly
+
+
 def test_two_stages_finding_the_same_hands_give_each_hand_once():
     # ochuman_000817: the body stage and the palm stage each find the man's two hands (and more).
     image = cv2.imread(str(SCENES / 'ochuman_000817.jpg'))

@@ -55,6 +55,7 @@ from hamer_ros.types import STAGE_BODY, STAGE_PALM, STAGE_TRACKED, HandDetection
 SEARCH_STAGES = (STAGE_TRACKED, STAGE_BODY, STAGE_PALM)    # the stages of this search (types.STAGES)
 # Pose landmark indices (BlazePose 33 + 6 auxiliary): wrist, pinky, index per side of the subject.
 _POSE_HAND_POINTS = {'left': (15, 17, 19), 'right': (16, 18, 20)}
+_POSE_ELBOWS = {'left': 13, 'right': 14}
 # Landmarks MediaPipe uses for the tracking region (palm and lower fingers).
 _TRACKING_LANDMARKS = [0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18]
 # The wrist's identity as a second opinion on the side: its log-odds (of this probability) are added to the hand
@@ -88,7 +89,11 @@ PERSON_SAME_DISTANCE = 0.2    # same_person: hips closer than this x the person 
 # at 0.72 (crowdpose_106848), while most regions on no hand stay below 0.05.
 PALM_SCREEN_SHARE = 0.2
 LITE_SCREEN = 0.5
-POSE_ONLY_MIN_VISIBILITY = 0.9   # 0.8 let an arm-hidden hand of a crossed-arms pose through (bus photo)
+# A pose-only hand is at least this x the forearm (elbow to wrist) in `d`: the tight box 1.9 d is then 0.48 forearm,
+# against a hand length of about 0.74 forearm (body segment lengths: forearm 0.146, hand 0.108 of the stature,
+# Drillis & Contini 1966); where the pose folds its index and pinky onto the wrist (gloved skiers), d is a few px.
+POSE_ONLY_FOREARM_FLOOR = 0.25
+POSE_ONLY_MIN_VISIBILITY = 0.8   # dev set: one more small hand than at 0.9, no more wrong boxes
 
 
 def _sigmoid(x):
@@ -389,7 +394,8 @@ class HandSearch:
         points = to_image(landmarks[:, :2], matrix)
         visibility = _sigmoid(landmarks[:, 3])
         out = []
-        for side, (wrist_i, pinky_i, index_i) in _POSE_HAND_POINTS.items():
+        for pose_side, (wrist_i, pinky_i, index_i) in _POSE_HAND_POINTS.items():
+            side = pose_side
             if visibility[wrist_i] < _MIN_WRIST_VISIBILITY:
                 continue
             wrist, pinky, index = points[wrist_i], points[pinky_i], points[index_i]
@@ -402,18 +408,24 @@ class HandSearch:
             side = self._mirror_side(side)
             sure = float(min(visibility[wrist_i], visibility[pinky_i], visibility[index_i]))
             out.append((side, self._recrop(rgb, region), wrist, float(visibility[wrist_i]),
-                        self._pose_only_hand(rgb, wrist, middle, side, sure)))
+                        self._pose_only_hand(rgb, wrist, middle, side, sure,
+                                             float(np.linalg.norm(points[_POSE_ELBOWS[pose_side]] - wrist)))))
         return out
 
     def _pose_only_hand(self, rgb: np.ndarray, wrist: np.ndarray, middle: np.ndarray, side: str,
-                        visibility: float) -> Optional[HandDetection]:
+                        visibility: float, forearm: float = 0.0) -> Optional[HandDetection]:
         """A hand too small for the hand landmark model (below `pose_only_max_size` px; its presence score falls to
         zero there even on clear hands) but whose wrist, index and pinky the pose model sees well (visibility >=
         POSE_ONLY_MIN_VISIBILITY): the body's own box. Geometry, measured on hands the landmark model confirmed
         (bus photo and whole scenes; distance d = |middle - wrist|, middle = (2 index + pinky) / 3): the tight
-        box is about 1.9 d wide, centred 1.1 d from the wrist towards the middle point. No landmarks; score =
+        box is about 1.9 d wide, centred 1.1 d from the wrist towards the middle point (d at least
+        POSE_ONLY_FOREARM_FLOOR x the forearm `forearm`, px). No landmarks; score =
         half the visibility, so a confirmed hand wins any merge; the side is the wrist's."""
         d = float(np.linalg.norm(middle - wrist))
+        if d < POSE_ONLY_FOREARM_FLOOR * forearm:
+            # the pose's index and pinky folded onto its wrist: the hand's size from the forearm instead
+            middle = wrist + (middle - wrist) * (POSE_ONLY_FOREARM_FLOOR * forearm / max(d, 1e-6))
+            d = POSE_ONLY_FOREARM_FLOOR * forearm
         size = POSE_ONLY_BOX_SCALE * d
         if visibility < POSE_ONLY_MIN_VISIBILITY or not 4.0 <= size < self.pose_only_max_size:
             return None
