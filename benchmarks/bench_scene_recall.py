@@ -230,7 +230,7 @@ def run_speed(args):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--palm-min-hand-size', type=float, default=24.0)
-    parser.add_argument('--palm-tiles-per-search', type=int, default=2, help='video mode (the speed run)')
+    parser.add_argument('--palm-tiles-per-search', type=int, default=1, help='video mode (the speed run)')
     parser.add_argument('--person-tiles', type=int, default=1)
     parser.add_argument('--max-people', type=int, default=4)
     parser.add_argument('--num-hands', type=int, default=8)

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 def make_hand_detector(running_mode: str = 'image', num_hands: int = 8, search: bool = True,
                        body_stage: bool = True, palm_min_hand_size: float = 24.0,
-                       palm_tiles_per_search: int = 2, person_tiles: int = 1, max_people: int = 4,
+                       palm_tiles_per_search: int = 1, person_tiles: int = 1, max_people: int = 4,
                        full_search_period: int = 10, model_path=None, min_detection_confidence: float = 0.5,
                        min_presence_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
                        mirrored: bool = False, rgb_input: bool = False, warn=None, provision_model: bool = True):
@@ -60,8 +60,8 @@ def add_search_arguments(parser) -> None:
     parser.add_argument('--palm-min-hand-size', type=float, default=24.0,
                         help='smallest hand (px) the zoomed palm search looks for: its finest tiles are 8x this '
                              '(default 24; smaller costs about 4x the tiles per halving; 0: whole frame only)')
-    parser.add_argument('--palm-tiles-per-search', type=int, default=2,
-                        help='video: zoomed palm tiles per full search, in turn (default 2; 0: all; images: all)')
+    parser.add_argument('--palm-tiles-per-search', type=int, default=1,
+                        help='video: zoomed palm tiles per full search, in turn (default 1; 0: all; images: all)')
     parser.add_argument('--person-tiles', type=int, default=1,
                         help='person detector tiles per image side (default 1: whole frame; more for far people)')
     parser.add_argument('--max-people', type=int, default=4,

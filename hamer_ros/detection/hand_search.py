@@ -111,8 +111,9 @@ class HandSearch:
         0: the palm detector sees the whole frame only.
     palm_tiles_per_search: video mode: each full search runs this many of the pyramid's tiles, in turn, so that
         a frame's cost stays within a real-time budget and the whole pyramid is covered every
-        ceil(tiles / this) full searches (full searches run on every frame while nothing is tracked); 0: all
-        tiles on every full search. Image mode always runs every tile.
+        ceil(tiles / this) full searches (full searches run on every frame while nothing is tracked: 640x480 has
+        19 tiles at palm_min_hand_size 24, covered in 19 frames; while hands are tracked, in 19 full searches);
+        0: all tiles on every full search. Image mode always runs every tile.
     person_tiles: the same for the person detector (1: whole frame only; more finds people far away in large
         frames, at one person-detector run per tile).
     max_people: most people the body stage follows per frame (the best-scoring ones).
@@ -134,7 +135,7 @@ class HandSearch:
     """
 
     def __init__(self, running_mode: str = 'image', num_hands: int = 8, body_stage: bool = True,
-                 palm_stage: bool = True, palm_min_hand_size: float = 24.0, palm_tiles_per_search: int = 2,
+                 palm_stage: bool = True, palm_min_hand_size: float = 24.0, palm_tiles_per_search: int = 1,
                  person_tiles: int = 1, max_people: int = 4,
                  full_search_period: int = 10,
                  min_detection_confidence: float = 0.5, min_presence_confidence: float = 0.5,

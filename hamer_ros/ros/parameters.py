@@ -128,7 +128,7 @@ PARAMETERS: Tuple[Param, ...] = (
           'level doubles them (smaller values cost about 4x the tiles per halving; 0: the whole frame only; '
           'otherwise at least 8)',
           read_only=True, low=0.0, high=4096.0),
-    Param('detector.palm_tiles_per_search', 2,
+    Param('detector.palm_tiles_per_search', 1,
           'search, video mode: zoomed palm tiles each full search runs, in turn (the whole pyramid is covered every '
           'few full searches; full searches run on every frame while nothing is tracked); 0: all of them '
           '(image mode always runs all)', read_only=True, low=0, high=1000),
