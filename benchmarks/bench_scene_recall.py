@@ -18,11 +18,13 @@ box grown by 25 % per side; one match per hand. Printed:
   (a figure the machine's load does not change).
 
 Speed at 640x480 with two people (issue 11 item 3): `--speed` times the full search (image mode: every tile of the
-zoomed palm search on every frame) and the video mode (full searches with `palm_tiles_per_search` tiles, and the
-tracked frames between them, timed apart) on the crowdpose 640x480 photo with two people (crowdpose_106848.jpg
-resized to 640x480), repeated.
+zoomed palm search on every frame) and the video mode (full searches and the tracked frames between them, each
+with `palm_tiles_per_frame` pyramid tiles, timed apart) on the crowdpose 640x480 photo with two people
+(crowdpose_106848.jpg resized to 640x480), repeated. `--video` streams each dev-set photo to a video-mode search
+(as the node sees a still scene) and prints the recall of the frame after 1, 3 and 10 s.
 
-    python benchmarks/bench_scene_recall.py [--palm-min-hand-size 32] [--person-tiles 1] [--max-people 4] [--no-body] [--speed]
+    python benchmarks/bench_scene_recall.py [--palm-min-hand-size 24] [--person-tiles 1] [--max-people 4] [--no-body]
+        [--speed] [--video]
 """
 from __future__ import annotations
 
@@ -135,12 +137,39 @@ def search_options(args) -> dict:
             'min_presence_confidence': args.min_presence_confidence, 'lite_screen': args.lite_screen}
 
 
-def run_recall(args, scenes):
-    from hamer_ros.detection import HandDetector, HandSearch
+def make_search(args, mode):
+    from hamer_ros.detection import HandSearch
 
-    search = HandSearch(running_mode='image', num_hands=args.num_hands, body_stage=not args.no_body,
-                        palm_stage=not args.no_palm, palm_min_hand_size=args.palm_min_hand_size, person_tiles=args.person_tiles,
-                        max_people=args.max_people, **search_options(args))
+    return HandSearch(running_mode=mode, num_hands=args.num_hands, body_stage=not args.no_body,
+                      palm_stage=not args.no_palm, palm_min_hand_size=args.palm_min_hand_size,
+                      palm_tiles_per_frame=args.palm_tiles_per_frame, person_tiles=args.person_tiles,
+                      max_people=args.max_people, **search_options(args))
+
+
+def run_video_recall(args, scenes):
+    """Each photo streamed as a still video (30 Hz) to a video-mode search, as the node sees a scene: recall of
+    the hands reported on the frame after 1 s, 3 s and 10 s (the pyramid's tiles run one per full search)."""
+    checkpoints = {30: '1 s', 90: '3 s', 300: '10 s'}
+    results = {frames: ([], 0, 0, 0, 0) for frames in checkpoints}
+    for scene in scenes:
+        image = cv2.imread(str(SCENES / scene['image']))
+        search = make_search(args, 'video')
+        for frame in range(1, max(checkpoints) + 1):
+            found = search.detect(image, timestamp_ms=33 * frame)
+            if frame in checkpoints:
+                r, w, wp, ig = score_scene(scene, found)
+                rows, boxes, wrong, wrong_person, ignored = results[frame]
+                results[frame] = (rows + r, boxes + len(found), wrong + w, wrong_person + wp, ignored + ig)
+        search.close()
+    for frames, label in checkpoints.items():
+        report(f'video mode (the node), each photo streamed at 30 Hz: the hands of the frame after {label}',
+               *results[frames], [])
+
+
+def run_recall(args, scenes):
+    from hamer_ros.detection import HandDetector
+
+    search = make_search(args, 'image')
     images = {s['image']: cv2.imread(str(SCENES / s['image'])) for s in scenes}
     for scene in scenes:                   # warm-up
         search.detect(images[scene['image']])
@@ -188,14 +217,9 @@ def run_recall(args, scenes):
 
 
 def run_speed(args):
-    from hamer_ros.detection import HandSearch
-
     image = cv2.resize(cv2.imread(str(SCENES / 'crowdpose_106848.jpg')), (640, 480))
     for mode in ('image', 'video'):
-        search = HandSearch(running_mode=mode, num_hands=args.num_hands, body_stage=not args.no_body,
-                            palm_stage=not args.no_palm, palm_min_hand_size=args.palm_min_hand_size,
-                            palm_tiles_per_search=args.palm_tiles_per_search, person_tiles=args.person_tiles,
-                            max_people=args.max_people, **search_options(args))
+        search = make_search(args, mode)
         samples, stages, counts, full_frames, tracked_frames = [], [], [], [], []
         for i in range(args.repeats + 3):
             # video: the photo shifted by 1 px per frame, so that the tracked regions move as in a stream
@@ -230,7 +254,7 @@ def run_speed(args):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--palm-min-hand-size', type=float, default=24.0)
-    parser.add_argument('--palm-tiles-per-search', type=int, default=1, help='video mode (the speed run)')
+    parser.add_argument('--palm-tiles-per-frame', type=int, default=1, help='video mode (the speed run)')
     parser.add_argument('--person-tiles', type=int, default=1)
     parser.add_argument('--max-people', type=int, default=4)
     parser.add_argument('--num-hands', type=int, default=8)
@@ -241,6 +265,8 @@ def main() -> int:
     parser.add_argument('--no-body', action='store_true')
     parser.add_argument('--no-palm', action='store_true')
     parser.add_argument('--speed', action='store_true', help='also time 640x480 two-person frames')
+    parser.add_argument('--video', action='store_true',
+                        help='also the recall of a video-mode search on each photo streamed for 1, 3 and 10 s')
     parser.add_argument('--repeats', type=int, default=30)
     args = parser.parse_args()
     scenes = json.loads((SCENES / 'scenes.json').read_text())['scenes']
@@ -249,6 +275,8 @@ def main() -> int:
           f'annotated visible hands (+ {sum(bool(h.get("occluded")) for s in scenes for h in s["hands"])} occluded, '
           'ignored)')
     run_recall(args, scenes)
+    if args.video:
+        run_video_recall(args, scenes)
     if args.speed:
         run_speed(args)
     print(f'\nload average {os.getloadavg()[0]:.2f} at the end')

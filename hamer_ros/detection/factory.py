@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 def make_hand_detector(running_mode: str = 'image', num_hands: int = 8, search: bool = True,
                        body_stage: bool = True, palm_min_hand_size: float = 24.0,
-                       palm_tiles_per_search: int = 1, person_tiles: int = 1, max_people: int = 4,
+                       palm_tiles_per_frame: int = 1, person_tiles: int = 1, max_people: int = 4,
                        full_search_period: int = 10, model_path=None, min_detection_confidence: float = 0.5,
                        min_presence_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
                        mirrored: bool = False, rgb_input: bool = False, warn=None, provision_model: bool = True):
@@ -33,7 +33,7 @@ def make_hand_detector(running_mode: str = 'image', num_hands: int = 8, search: 
 
         return HandSearch(running_mode=running_mode, num_hands=num_hands, body_stage=body_stage,
                           palm_min_hand_size=palm_min_hand_size,
-                          palm_tiles_per_search=palm_tiles_per_search, person_tiles=person_tiles, max_people=max_people,
+                          palm_tiles_per_frame=palm_tiles_per_frame, person_tiles=person_tiles, max_people=max_people,
                           full_search_period=full_search_period,
                           min_detection_confidence=min_detection_confidence,
                           min_presence_confidence=min_presence_confidence,
@@ -60,8 +60,9 @@ def add_search_arguments(parser) -> None:
     parser.add_argument('--palm-min-hand-size', type=float, default=24.0,
                         help='smallest hand (px) the zoomed palm search looks for: its finest tiles are 8x this '
                              '(default 24; smaller costs about 4x the tiles per halving; 0: whole frame only)')
-    parser.add_argument('--palm-tiles-per-search', type=int, default=1,
-                        help='video: zoomed palm tiles per full search, in turn (default 1; 0: all; images: all)')
+    parser.add_argument('--palm-tiles-per-frame', type=int, default=1,
+                        help='video: zoomed palm tiles per frame, in turn (default 1; 0: all on full searches; '
+                             'images: all)')
     parser.add_argument('--person-tiles', type=int, default=1,
                         help='person detector tiles per image side (default 1: whole frame; more for far people)')
     parser.add_argument('--max-people', type=int, default=4,
@@ -74,6 +75,6 @@ def detector_from_args(args, running_mode: str, **options):
     """`make_hand_detector` with the options of `add_search_arguments` (plus `options`)."""
     return make_hand_detector(running_mode=running_mode, num_hands=args.num_hands, search=not args.palm_only,
                               body_stage=not args.no_body_stage, palm_min_hand_size=args.palm_min_hand_size,
-                              palm_tiles_per_search=args.palm_tiles_per_search,
+                              palm_tiles_per_frame=args.palm_tiles_per_frame,
                               person_tiles=args.person_tiles, max_people=args.max_people,
                               full_search_period=args.full_search_period, **options)

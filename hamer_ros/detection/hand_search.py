@@ -109,11 +109,10 @@ class HandSearch:
     palm_min_hand_size: the smallest hand (px, longer side) the zoomed palm search looks for: the pyramid's
         finest tiles are 8x this (`palm_windows`); smaller values cost more tiles (about 4x per halving);
         0: the palm detector sees the whole frame only.
-    palm_tiles_per_search: video mode: each full search runs this many of the pyramid's tiles, in turn, so that
-        a frame's cost stays within a real-time budget and the whole pyramid is covered every
-        ceil(tiles / this) full searches (full searches run on every frame while nothing is tracked: 640x480 has
-        19 tiles at palm_min_hand_size 24, covered in 19 frames; while hands are tracked, in 19 full searches);
-        0: all tiles on every full search. Image mode always runs every tile.
+    palm_tiles_per_frame: video mode: each frame (full search or tracked frame) runs this many of the pyramid's
+        tiles, in turn, so that a frame's cost stays within a real-time budget and the whole pyramid is covered
+        every ceil(tiles / this) frames (640x480 has 19 tiles at palm_min_hand_size 24); 0: all tiles on every
+        full search (and none in between). Image mode always runs every tile.
     person_tiles: the same for the person detector (1: whole frame only; more finds people far away in large
         frames, at one person-detector run per tile).
     max_people: most people the body stage follows per frame (the best-scoring ones).
@@ -135,7 +134,7 @@ class HandSearch:
     """
 
     def __init__(self, running_mode: str = 'image', num_hands: int = 8, body_stage: bool = True,
-                 palm_stage: bool = True, palm_min_hand_size: float = 24.0, palm_tiles_per_search: int = 1,
+                 palm_stage: bool = True, palm_min_hand_size: float = 24.0, palm_tiles_per_frame: int = 1,
                  person_tiles: int = 1, max_people: int = 4,
                  full_search_period: int = 10,
                  min_detection_confidence: float = 0.5, min_presence_confidence: float = 0.5,
@@ -152,7 +151,7 @@ class HandSearch:
         if not (palm_min_hand_size == 0 or 8.0 <= palm_min_hand_size <= 4096.0):
             raise ValueError(f'palm_min_hand_size must be 0 (whole frame only) or 8..4096 px, got {palm_min_hand_size}')
         for name, value, low in (('num_hands', num_hands, 1), ('person_tiles', person_tiles, 1),
-                                 ('palm_tiles_per_search', palm_tiles_per_search, 0),
+                                 ('palm_tiles_per_frame', palm_tiles_per_frame, 0),
                                  ('max_people', max_people, 1), ('full_search_period', full_search_period, 1),
                                  ('num_threads', num_threads, 1)):
             if int(value) < low:
@@ -170,7 +169,7 @@ class HandSearch:
         self.num_hands = int(num_hands)
         self.body_stage, self.palm_stage = bool(body_stage), bool(palm_stage)
         self.palm_min_hand_size = float(palm_min_hand_size)
-        self.palm_tiles_per_search = int(palm_tiles_per_search)
+        self.palm_tiles_per_frame = int(palm_tiles_per_frame)
         self.person_tiles, self.max_people = int(person_tiles), int(max_people)
         self.full_search_period = int(full_search_period)
         self.min_detection_confidence = float(min_detection_confidence)
@@ -238,24 +237,33 @@ class HandSearch:
         self._frames_since_full += 1
         full = (self.running_mode == 'image' or not found or lost
                 or self._frames_since_full >= self.full_search_period)
+        # video mode: a full search while hands are tracked leaves the pyramid's tile to the next (tracked) frame,
+        # so that no frame pays for both
+        palm_tiles = self._palm_tiles(rgb) if self.running_mode == 'image' or not (full and found) else []
         if full:
             self.full_searches += 1
             self._frames_since_full = 0
-            new, wrists, refined = self._full_search(rgb, tiles=not found, palm_tiles=self._palm_tiles(rgb))
+            new, wrists, refined = self._full_search(rgb, tiles=not found, palm_tiles=palm_tiles)
             found = merge_hands(found + self._refine(rgb, merge_hands(new, 10 ** 6), wrists, refined),
                                 self.num_hands)
+        elif palm_tiles and len(found) < self.num_hands:
+            # video mode between full searches: the pyramid goes on, palm_tiles_per_frame tiles a frame, so that a
+            # hand appearing far away is found within a few frames (19 at 640x480) while others are tracked
+            new = self._palm_hands(rgb, palm_tiles, found, whole_frame=False)
+            if new:
+                found = merge_hands(found + self._refine(rgb, new, [], []), self.num_hands)
         self._tracked = list(found) if self.running_mode == 'video' else []
         return list(found)
 
     # ------------------------------------------------------------------ stages
     def _palm_tiles(self, rgb: np.ndarray) -> List[Region]:
-        """The pyramid tiles this full search runs: all of them (image mode, or palm_tiles_per_search 0), else
-        the next palm_tiles_per_search in turn."""
+        """The pyramid tiles this frame runs: all of them (image mode, or palm_tiles_per_frame 0), else the next
+        palm_tiles_per_frame in turn."""
         if not self.palm_stage or self.palm_min_hand_size <= 0:
             return []
         height, width = rgb.shape[:2]
         tiles = palm_windows(width, height, self.palm_min_hand_size)[1:]
-        budget = self.palm_tiles_per_search
+        budget = self.palm_tiles_per_frame
         if self.running_mode == 'image' or budget == 0 or len(tiles) <= budget:
             return tiles
         start = self._tile_cursor % len(tiles)
@@ -287,22 +295,29 @@ class HandSearch:
                     hands.append(hand)
             self.last_timings['body_hands'] = time.perf_counter() - start
         if self.palm_stage:
-            start = time.perf_counter()
-            regions = self._palm_regions(rgb, palm_tiles)
-            self.last_timings['palm_detect'] = time.perf_counter() - start
-            start = time.perf_counter()
-            known = merge_hands(list(hands), 10 ** 6)
-            for region in regions:
-                # A palm on a hand the body stage confirmed already needs no second landmark run.
-                if any(_overlaps(region_box(region, 1 / 2.6), hand.box_xyxy) for hand in known):
-                    continue
-                hand = self._confirm(rgb, region, STAGE_PALM, self.min_presence_confidence,
-                                     screen=PALM_SCREEN_SHARE * self.lite_screen)
-                if hand is not None:
-                    hands.append(hand)
-                    known.append(hand)
-            self.last_timings['palm_hands'] = time.perf_counter() - start
+            hands += self._palm_hands(rgb, palm_tiles, hands)
         return hands, wrists, refined
+
+    def _palm_hands(self, rgb: np.ndarray, tiles: List[Region], known: List[HandDetection],
+                    whole_frame: bool = True) -> List[HandDetection]:
+        """New hands from the palm detector (on the whole frame, and the lite one on `tiles`), each confirmed by
+        the landmark model; palms on a `known` hand are skipped (no second landmark run)."""
+        start = time.perf_counter()
+        regions = self._palm_regions(rgb, tiles, whole_frame)
+        self.last_timings['palm_detect'] = time.perf_counter() - start
+        start = time.perf_counter()
+        known = merge_hands(list(known), 10 ** 6)
+        new = []
+        for region in regions:
+            if any(_overlaps(region_box(region, 1 / 2.6), hand.box_xyxy) for hand in known):
+                continue
+            hand = self._confirm(rgb, region, STAGE_PALM, self.min_presence_confidence,
+                                 screen=PALM_SCREEN_SHARE * self.lite_screen)
+            if hand is not None:
+                new.append(hand)
+                known.append(hand)
+        self.last_timings['palm_hands'] = time.perf_counter() - start
+        return new
 
     def _body_hand(self, rgb: np.ndarray, region: Region) -> Tuple[Optional[HandDetection], bool]:
         """(the hand the landmark model confirms in a body-derived region or None, whether it was found in the
@@ -445,12 +460,13 @@ class HandSearch:
         # A degenerate answer (both points together) keeps the pose's region.
         return refined if refined.size > 0.25 * region.size else region
 
-    def _palm_regions(self, rgb: np.ndarray, tiles: List[Region]) -> List[Region]:
-        """Palm regions from the full palm model on the letterboxed whole frame and the lite one on `tiles`."""
+    def _palm_regions(self, rgb: np.ndarray, tiles: List[Region], whole_frame: bool = True) -> List[Region]:
+        """Palm regions from the full palm model on the letterboxed whole frame (`whole_frame`) and the lite one
+        on `tiles`."""
         height, width = rgb.shape[:2]
         palms = []
-        for window, model in [(letterbox_region(0, 0, width, height), 'palm_detection_full')] + \
-                [(tile, 'palm_detection_lite') for tile in tiles]:
+        windows = [(letterbox_region(0, 0, width, height), 'palm_detection_full')] if whole_frame else []
+        for window, model in windows + [(tile, 'palm_detection_lite') for tile in tiles]:
             tensor, matrix = crop(rgb, window, 192, (0.0, 1.0))
             raw_boxes, raw_scores = self._models[model].run(tensor)
             for palm in weighted_nms(decode_ssd(raw_boxes, raw_scores, self._palm_anchors, 192, 7,

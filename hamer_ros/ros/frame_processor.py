@@ -378,7 +378,7 @@ class FrameProcessor:
                 model_path=value('detector.model_path') or None, running_mode=value('detector.running_mode'),
                 num_hands=value('detector.num_hands'), search=value('detector.search'),
                 body_stage=value('detector.body_stage'), palm_min_hand_size=value('detector.palm_min_hand_size'),
-                palm_tiles_per_search=value('detector.palm_tiles_per_search'),
+                palm_tiles_per_frame=value('detector.palm_tiles_per_frame'),
                 person_tiles=value('detector.person_tiles'),
                 max_people=value('detector.max_people'), full_search_period=value('detector.full_search_period'),
                 warn=self._log.warning,
