@@ -23,18 +23,20 @@ and gives the 21 landmarks and the side):
   they cover about an eighth of its input, so the finest tiles are 8 such hands wide, and each coarser level
   doubles them up to the frame (`palm_windows`).
 
-Each hand the body stage finds is run through the full landmark model in the region its own landmarks give (as
-MediaPipe's next frame would), so its box and side do not depend on the pose's region (palm hands are in
-MediaPipe's own palm region already). The lite landmark model screens every body region first (`lite_screen`):
+Each new hand is run through the full landmark model once more in the region its own landmarks give (as
+MediaPipe's next frame would), so its box and side do not depend on the pose's or the palm's region. The lite landmark model screens every body region first (`lite_screen`):
 most of them hold no visible hand, and where one does, the full model then runs once, straight in the region
 of the lite model's landmarks; palm regions are screened too, at a lower level.
 Hands smaller than `pose_only_max_size` that the landmark model cannot confirm but whose wrist, index and pinky
 the pose model sees clearly are reported from the body alone (box, no landmarks).
 
-In video mode the full search (body + palm) runs on the first frame, whenever a tracked hand is lost or nothing is
-tracked, and every `full_search_period` frames (a hand entering the view is found within that many frames);
-in between only the tracked regions are checked (one landmark model call per hand). Image mode runs the full
-search on every frame.
+In video mode the full search (body + whole-frame palm) runs on the first frame, whenever a tracked hand is lost
+or nothing is tracked, and every `full_search_period` frames (a hand entering the view is found within that many
+frames); in between the tracked regions are checked (one landmark model call per hand). The palm pyramid's tiles
+run `palm_tiles_per_frame` a frame, in turn, on full searches while nothing is tracked and on tracked frames (a
+periodic full search leaves its tile to the next frame), so no frame pays for more than one tile and a hand far
+away is found within one pass over the pyramid (19 frames at 640x480). Image mode runs the full search, with
+every tile, on every frame.
 
 Merging: hands whose boxes overlap (IoU > 0.3, or one mostly inside the other) are one hand; the one with the
 higher presence wins, so every hand is reported once, with one side. `HandDetection.stage` says which stage
@@ -73,8 +75,8 @@ BODY_REGION_TURNS = (0.0, math.pi / 2, -math.pi / 2, math.pi)
 # covers 24 px of the palm detector's 192 px input; neighbouring tiles overlap by PALM_TILE_OVERLAP of the level's
 # largest hand (twice the smallest), so every hand lies whole in some tile of its level. Measured on the dev set
 # (test/data/scenes), with windows centred on each annotated hand: the detector's score reached 0.5 on 21 of 26
-# hands >= 30 px at 64 px in its input, 18 at 38 px, 16 at 24 px, and the hands of the 16 fall from 24 to about 19
-# at 19 px; the lite palm model found 3 more of the 26 than the full one on the tiles, at four fifths of its time.
+# hands >= 30 px at 64 px in its input, 18 at 38 px, 16 at 24 px; the lite palm model found 3 more of the 26 than
+# the full one on the tiles, at four fifths of its time (docs/mediapipe.md).
 PALM_TILE_HAND_RATIO = 8.0
 PALM_TILE_OVERLAP = 2.0
 # Tiles: edge strips under this share of a tile get no row or column of their own (one more row of tiles costs
@@ -199,7 +201,7 @@ class HandSearch:
     def reset(self) -> None:
         self._tracked: List[HandDetection] = []
         self._frames_since_full = 0
-        self._tile_cursor = 0          # video mode: the pyramid tile the next full search starts with
+        self._tile_cursor = 0          # video mode: the pyramid tile the next frame starts with
 
     def close(self) -> None:
         self._tracked = []
@@ -411,7 +413,6 @@ class HandSearch:
         visibility = _sigmoid(landmarks[:, 3])
         out = []
         for pose_side, (wrist_i, pinky_i, index_i) in _POSE_HAND_POINTS.items():
-            side = pose_side
             if visibility[wrist_i] < _MIN_WRIST_VISIBILITY:
                 continue
             wrist, pinky, index = points[wrist_i], points[pinky_i], points[index_i]
@@ -421,7 +422,7 @@ class HandSearch:
                 continue
             region = Region(float(middle[0]), float(middle[1]), size,
                             rotation_towards(wrist, middle)).transformed(scale=2.7, shift_y=-0.1)
-            side = self._mirror_side(side)
+            side = self._mirror_side(pose_side)
             sure = float(min(visibility[wrist_i], visibility[pinky_i], visibility[index_i]))
             out.append((side, self._recrop(rgb, region), wrist, float(visibility[wrist_i]),
                         self._pose_only_hand(rgb, wrist, middle, side, sure,
