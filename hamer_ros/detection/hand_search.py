@@ -95,7 +95,7 @@ LITE_SCREEN = 0.5
 # against a hand length of about 0.74 forearm (body segment lengths: forearm 0.146, hand 0.108 of the stature,
 # Drillis & Contini 1966); where the pose folds its index and pinky onto the wrist (gloved skiers), d is a few px.
 POSE_ONLY_FOREARM_FLOOR = 0.25
-POSE_ONLY_MIN_VISIBILITY = 0.8   # dev set: one more small hand than at 0.9, no more wrong boxes
+POSE_ONLY_MIN_VISIBILITY = 0.9   # 0.8 lets an arm-hidden hand of a crossed-arms pose through (bus photo, JPEG)
 
 
 def _sigmoid(x):
