@@ -42,6 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2  # noqa: E402
 
+from hamer_ros.detection.regions import box_iou as iou  # noqa: E402
+
 SCENES = Path(__file__).resolve().parents[1] / 'test' / 'data' / 'scenes'
 SIZE_BINS = (('< 30 px', 0, 30), ('30-80 px', 30, 80), ('> 80 px', 80, 1e9))
 
@@ -50,14 +52,6 @@ def cpu_model() -> str:
     from hamer_ros.cpu_info import cpu_description
 
     return cpu_description()[0]
-
-
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def matches(found, truth, wrist=None) -> bool:
@@ -109,6 +103,26 @@ def score_scene(scene, found):
     return rows, wrong, on_person, len(unmatched) - wrong
 
 
+class Tally:
+    """`score_scene`'s counts summed over photos, and the boxes found."""
+
+    def __init__(self):
+        self.rows, self.boxes, self.wrong, self.wrong_person, self.ignored = [], 0, 0, 0, 0
+
+    def add(self, scene, found):
+        """Scores one photo's hands `found`; returns that photo's (rows, wrong boxes)."""
+        rows, wrong, wrong_person, ignored = score_scene(scene, found)
+        self.rows += rows
+        self.boxes += len(found)
+        self.wrong += wrong
+        self.wrong_person += wrong_person
+        self.ignored += ignored
+        return rows, wrong
+
+    def report(self, name, times):
+        report(name, self.rows, self.boxes, self.wrong, self.wrong_person, self.ignored, times)
+
+
 def report(name, rows, boxes, wrong, wrong_person, ignored, times):
     print(f'\n{name}')
     for label, lo, hi in SIZE_BINS:
@@ -148,22 +162,21 @@ def make_search(args, mode):
 
 def run_video_recall(args, scenes):
     """Each photo streamed as a still video (30 Hz) to a video-mode search, as the node sees a scene: recall of
-    the hands reported on the frame after 1 s, 3 s and 10 s (the pyramid's tiles run one per full search)."""
+    the hands reported on the frame after 1 s, 3 s and 10 s (the pyramid's tiles run palm_tiles_per_frame a
+    frame, in turn)."""
     checkpoints = {30: '1 s', 90: '3 s', 300: '10 s'}
-    results = {frames: ([], 0, 0, 0, 0) for frames in checkpoints}
+    results = {frames: Tally() for frames in checkpoints}
     for scene in scenes:
         image = cv2.imread(str(SCENES / scene['image']))
         search = make_search(args, 'video')
         for frame in range(1, max(checkpoints) + 1):
             found = search.detect(image, timestamp_ms=33 * frame)
             if frame in checkpoints:
-                r, w, wp, ig = score_scene(scene, found)
-                rows, boxes, wrong, wrong_person, ignored = results[frame]
-                results[frame] = (rows + r, boxes + len(found), wrong + w, wrong_person + wp, ignored + ig)
+                results[frame].add(scene, found)
         search.close()
     for frames, label in checkpoints.items():
-        report(f'video mode (the node), each photo streamed at 30 Hz: the hands of the frame after {label}',
-               *results[frames], [])
+        results[frames].report(f'video mode (the node), each photo streamed at 30 Hz: the hands of the frame after '
+                               f'{label}', [])
 
 
 def run_recall(args, scenes):
@@ -173,8 +186,7 @@ def run_recall(args, scenes):
     images = {s['image']: cv2.imread(str(SCENES / s['image'])) for s in scenes}
     for scene in scenes:                   # warm-up
         search.detect(images[scene['image']])
-    rows, boxes, wrong, wrong_person, ignored, times = [], 0, 0, 0, 0, []
-    per_scene = []
+    tally, times, per_scene = Tally(), [], []
     for scene in scenes:
         start = time.perf_counter()
         found = search.detect(images[scene['image']])
@@ -182,38 +194,28 @@ def run_recall(args, scenes):
         t = dict(search.last_timings)
         t['total'] = total
         times.append(t)
-        r, w, wp, ig = score_scene(scene, found)
-        rows += r
-        boxes += len(found)
-        wrong += w
-        wrong_person += wp
-        ignored += ig
+        r, w = tally.add(scene, found)
         per_scene.append((scene['image'], sum(x[1] for x in r), len(r), len(found), w, 1000 * total,
                           {k: sum(h.stage == k for h in found) for k in ('body', 'palm')}))
     runs = ', '.join(f'{name} {model.runs / (2 * len(scenes)):.1f}' for name, model in sorted(search._models.items()))
-    report('HandSearch (image mode) ' + json.dumps({'palm_min_hand_size': args.palm_min_hand_size, 'person_tiles': args.person_tiles,
-                                                    'max_people': args.max_people, **search_options(args),
-                                                    'body': not args.no_body, 'palm': not args.no_palm}),
-           rows, boxes, wrong, wrong_person, ignored, times)
+    tally.report('HandSearch (image mode) ' + json.dumps({'palm_min_hand_size': args.palm_min_hand_size,
+                                                          'person_tiles': args.person_tiles,
+                                                          'max_people': args.max_people, **search_options(args),
+                                                          'body': not args.no_body, 'palm': not args.no_palm}),
+                 times)
     print(f'  model runs per photo (mean, warm-up pass included): {runs}')
     print('  per photo: found/annotated, boxes, on no hand, ms, by stage')
     for name, hit, n, b, w, ms, stages in per_scene:
         print(f'    {name:50s} {hit:2d}/{n:2d} boxes {b:2d} wrong {w:2d} {ms:6.0f} ms {stages}')
 
-    rows, boxes, wrong, wrong_person, ignored, times = [], 0, 0, 0, 0, []
+    tally, times = Tally(), []
     with HandDetector(num_hands=2) as palm_only:
         for scene in scenes:
             start = time.perf_counter()
             found = palm_only.detect(images[scene['image']])
             times.append({'total': time.perf_counter() - start})
-            r, w, wp, ig = score_scene(scene, found)
-            rows += r
-            boxes += len(found)
-            wrong += w
-            wrong_person += wp
-            ignored += ig
-    report('reference: palm-only Tasks HandDetector, num_hands=2 (the default before the search)', rows, boxes,
-           wrong, wrong_person, ignored, times)
+            tally.add(scene, found)
+    tally.report('reference: palm-only Tasks HandDetector, num_hands=2 (the default before the search)', times)
 
 
 def run_speed(args):

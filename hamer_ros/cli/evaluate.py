@@ -61,11 +61,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    from hamer_ros.detection.regions import box_iou    # OpenCV only when used (the CLI imports it lazily)
+
+    return box_iou(a, b)
 
 
 def match_hands(true_boxes, found_boxes, min_iou: float = MATCH_IOU):

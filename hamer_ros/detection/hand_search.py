@@ -245,7 +245,7 @@ class HandSearch:
         if full:
             self.full_searches += 1
             self._frames_since_full = 0
-            new, wrists, refined = self._full_search(rgb, tiles=not found, palm_tiles=palm_tiles)
+            new, wrists, refined = self._full_search(rgb, person_tiles=not found, palm_tiles=palm_tiles)
             found = merge_hands(found + self._refine(rgb, merge_hands(new, 10 ** 6), wrists, refined),
                                 self.num_hands)
         elif palm_tiles and len(found) < self.num_hands:
@@ -272,16 +272,17 @@ class HandSearch:
         self._tile_cursor = (start + budget) % len(tiles)
         return [tiles[(start + i) % len(tiles)] for i in range(budget)]
 
-    def _full_search(self, rgb: np.ndarray, tiles: bool, palm_tiles: List[Region]):
+    def _full_search(self, rgb: np.ndarray, person_tiles: bool, palm_tiles: List[Region]):
         """(new hands, [(side, wrist px, visibility)] of the bodies' visible wrists, the new hands found in the
-        region of their own landmarks already)."""
+        region of their own landmarks already). `person_tiles`: the person detector also runs on its tiles
+        (frames with nothing tracked); `palm_tiles`: the pyramid tiles the palm detector runs on."""
         hands: List[HandDetection] = []
         wrists: List[Tuple[str, np.ndarray, float]] = []
         refined: List[HandDetection] = []
         if self.body_stage:
             start = time.perf_counter()
             candidates = []
-            for person in self._people(rgb, tiles):
+            for person in self._people(rgb, person_tiles):
                 for side, region, wrist, visibility, pose_hand in self._hand_regions_from_pose(rgb, person):
                     wrists.append((side, wrist, visibility))
                     candidates.append((region, pose_hand))
