@@ -27,8 +27,9 @@ Each new hand is run through the full landmark model once more in the region its
 MediaPipe's next frame would), so its box and side do not depend on the pose's or the palm's region. The lite landmark model screens every body region first (`lite_screen`):
 most of them hold no visible hand, and where one does, the full model then runs once, straight in the region
 of the lite model's landmarks; palm regions are screened too, at a lower level.
-Hands smaller than `pose_only_max_size` that the landmark model cannot confirm but whose wrist, index and pinky
-the pose model sees clearly are reported from the body alone (box, no landmarks).
+Hands that the landmark model cannot confirm but whose wrist, index and pinky the pose model sees clearly are
+reported from the body alone (box, no landmarks): hands too small for the landmark model, and fists, gloved hands
+and hands gripping something, which it often does not take for hands at any size.
 
 In video mode the full search (body + whole-frame palm) runs on the first frame, whenever a tracked hand is lost
 or nothing is tracked, and every `full_search_period` frames (a hand entering the view is found within that many
@@ -132,7 +133,8 @@ class HandSearch:
         fraction of min_presence_confidence; most regions show no hand, so this saves most full-model runs
         (0: no screening, the full model on every region, and no turned body regions).
     pose_only_max_size: body stage: hands the landmark model does not confirm but the pose sees clearly are
-        reported from the pose alone (box only, no landmarks) when smaller than this (px); 0 turns that off.
+        reported from the pose alone (box only, no landmarks) when smaller than this (px); inf (default): at any
+        size; 0 turns that off.
     """
 
     def __init__(self, running_mode: str = 'image', num_hands: int = 8, body_stage: bool = True,
@@ -141,7 +143,7 @@ class HandSearch:
                  full_search_period: int = 10,
                  min_detection_confidence: float = 0.5, min_presence_confidence: float = 0.5,
                  min_tracking_confidence: float = 0.5, mirrored: bool = False, rgb_input: bool = False,
-                 num_threads: int = 2, pose_only_max_size: float = 40.0, tracking_model: str = 'lite',
+                 num_threads: int = 2, pose_only_max_size: float = math.inf, tracking_model: str = 'lite',
                  lite_screen: float = LITE_SCREEN,
                  provision_models: bool = True):
         from hamer_ros.detection.hand_detector import RUNNING_MODES
@@ -432,9 +434,11 @@ class HandSearch:
 
     def _pose_only_hand(self, rgb: np.ndarray, wrist: np.ndarray, middle: np.ndarray, side: str,
                         visibility: float, forearm: float = 0.0) -> Optional[HandDetection]:
-        """A hand too small for the hand landmark model (below `pose_only_max_size` px; its presence score falls to
-        zero there even on clear hands) but whose wrist, index and pinky the pose model sees well (visibility >=
-        POSE_ONLY_MIN_VISIBILITY): the body's own box. Geometry, measured on hands the landmark model confirmed
+        """A hand the landmark model did not confirm but whose wrist, index and pinky the pose model sees well
+        (visibility >= POSE_ONLY_MIN_VISIBILITY), below `pose_only_max_size` px: the body's own box. The landmark
+        model's presence falls to zero on clear hands below about 30 px, and on fists, gloves and hands gripping
+        a phone or a bat at any size (dev set, test/data/scenes: a raised 134 px fist, unconfirmed in every turned
+        region, is found this way; no box of this kind at 40 px or more landed on no hand there). Geometry, measured on hands the landmark model confirmed
         (bus photo and whole scenes; distance d = |middle - wrist|, middle = (2 index + pinky) / 3): the tight
         box is about 1.9 d wide, centred 1.1 d from the wrist towards the middle point (d at least
         POSE_ONLY_FOREARM_FLOOR x the forearm `forearm`, px). No landmarks; score =
