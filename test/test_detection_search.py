@@ -181,6 +181,30 @@ def test_a_pose_only_hand_whose_fingers_the_pose_folds_onto_the_wrist_takes_its_
     assert search._pose_only_hand(rgb, wrist, folded, 'left', 0.7, forearm=60.0) is None   # not seen clearly
 
 
+def test_a_large_fist_the_landmark_model_never_confirms_is_found_from_the_pose_alone(search):
+    # posetrack18_003418: a man lying on a mat raises his right fist (motion-blurred, about 130 px; the dataset's
+    # wrist at 953, 141 px). The landmark model's presence stays near zero in every turned region, but the pose
+    # sees his wrist, index and pinky clearly: a pose-only hand (box and side, no landmarks) at any size. Limited to
+    # the former 40 px, the fist is not found.
+    image = cv2.imread(str(SCENES / 'posetrack18_003418.jpg'))
+    scene = next(s for s in json.loads((SCENES / 'scenes.json').read_text())['scenes']
+                 if s['image'] == 'posetrack18_003418.jpg')
+    truth = next(h for h in scene['hands'] if h['side'] == 'right')
+    wrist = np.array(truth['wrist_xy'])
+
+    def on_fist(hands):
+        return [h for h in hands if h.box_xyxy[0] <= wrist[0] <= h.box_xyxy[2] and
+                h.box_xyxy[1] - 0.25 * (h.box_xyxy[3] - h.box_xyxy[1]) <= wrist[1] <= h.box_xyxy[3]
+                and _iou(h.box_xyxy, truth['box_xyxy']) >= 0.2]
+
+    fist = on_fist(search.detect(image))
+    assert len(fist) == 1
+    assert fist[0].stage == 'body' and fist[0].landmarks_2d is None and fist[0].side == 'right'
+    assert fist[0].box_xyxy[2] - fist[0].box_xyxy[0] > 80
+    with HandSearch(pose_only_max_size=40.0) as capped:
+        assert on_fist(capped.detect(image)) == []
+
+
 def test_video_mode_goes_on_with_the_pyramid_on_tracked_frames_and_finds_far_hands():
     # aic_ff945...jpg streamed as a still video: frame 0's full search (body stage, whole-frame palm, one tile)
     # finds three hands and tracks them; two more (the dataset's right hand at the table, 36 px, and a left hand,
