@@ -24,9 +24,10 @@ and gives the 21 landmarks and the side):
   doubles them up to the frame (`palm_windows`).
 
 Each new hand is run through the full landmark model once more in the region its own landmarks give (as
-MediaPipe's next frame would), so its box and side do not depend on the pose's or the palm's region. The lite landmark model screens every body region first (`lite_screen`):
-most of them hold no visible hand, and where one does, the full model then runs once, straight in the region
-of the lite model's landmarks; palm regions are screened too, at a lower level.
+MediaPipe's next frame would), so its box and side do not depend on the pose's or the palm's region. The lite
+landmark model screens every body region first (`lite_screen`): most of them hold no visible hand, and where one
+does, the full model then runs once, straight in the region of the lite model's landmarks; palm regions are
+screened too, at a lower level.
 Hands that the landmark model cannot confirm but whose wrist, index and pinky the pose model sees clearly are
 reported from the body alone (box, no landmarks): hands too small for the landmark model, and fists, gloved hands
 and hands gripping something, which it often does not take for hands at any size.
@@ -438,11 +439,11 @@ class HandSearch:
         (visibility >= POSE_ONLY_MIN_VISIBILITY), below `pose_only_max_size` px: the body's own box. The landmark
         model's presence falls to zero on clear hands below about 30 px, and on fists, gloves and hands gripping
         a phone or a bat at any size (dev set, test/data/scenes: a raised 134 px fist, unconfirmed in every turned
-        region, is found this way; no box of this kind at 40 px or more landed on no hand there). Geometry, measured on hands the landmark model confirmed
-        (bus photo and whole scenes; distance d = |middle - wrist|, middle = (2 index + pinky) / 3): the tight
-        box is about 1.9 d wide, centred 1.1 d from the wrist towards the middle point (d at least
-        POSE_ONLY_FOREARM_FLOOR x the forearm `forearm`, px). No landmarks; score =
-        half the visibility, so a confirmed hand wins any merge; the side is the wrist's."""
+        region, is found this way; no box of this kind at 40 px or more that survived the merge landed on no hand
+        there). Geometry, measured on hands the landmark model confirmed (bus photo and whole scenes; distance
+        d = |middle - wrist|, middle = (2 index + pinky) / 3): the tight box is about 1.9 d wide, centred 1.1 d
+        from the wrist towards the middle point (d at least POSE_ONLY_FOREARM_FLOOR x the forearm `forearm`, px).
+        No landmarks; score = half the visibility, so a confirmed hand wins any merge; the side is the wrist's."""
         d = float(np.linalg.norm(middle - wrist))
         if d < POSE_ONLY_FOREARM_FLOOR * forearm:
             # the pose's index and pinky folded onto its wrist: the hand's size from the forearm instead
