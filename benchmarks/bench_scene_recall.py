@@ -218,6 +218,13 @@ def run_recall(args, scenes):
     tally.report('reference: palm-only Tasks HandDetector, num_hands=2 (the default before the search)', times)
 
 
+def _frame_times(seconds) -> str:
+    """'count, median .. ms, max .. ms' of a list of frame times, or 'none'."""
+    if not seconds:
+        return 'none'
+    return f'{len(seconds)}, median {1000 * statistics.median(seconds):.1f} ms, max {1000 * max(seconds):.1f} ms'
+
+
 def run_speed(args):
     image = cv2.resize(cv2.imread(str(SCENES / 'crowdpose_106848.jpg')), (640, 480))
     for mode in ('image', 'video'):
@@ -243,11 +250,8 @@ def run_speed(args):
               f'mean {1000 * statistics.mean(samples):.1f} ms, hands per frame {statistics.mean(counts):.2f}, '
               f'full searches {search.full_searches}')
         if mode == 'video':
-            print('  frames with a full search: ' + (f'{len(full_frames)}, median {1000 * statistics.median(full_frames):.1f} '
-                                                     f'ms, max {1000 * max(full_frames):.1f} ms' if full_frames else 'none')
-                  + '; tracked frames only: ' + (f'{len(tracked_frames)}, median '
-                                                 f'{1000 * statistics.median(tracked_frames):.1f} ms, max '
-                                                 f'{1000 * max(tracked_frames):.1f} ms' if tracked_frames else 'none'))
+            print(f'  frames with a full search: {_frame_times(full_frames)}; '
+                  f'tracked frames only: {_frame_times(tracked_frames)}')
         print('  ms per frame by stage (mean over frames): '
               + ', '.join(f'{k} {1000 * statistics.mean(t.get(k, 0.0) for t in stages):.1f}' for k in keys))
         print(f'  model runs per frame (mean, warm-up frames included): {runs}')
