@@ -187,6 +187,60 @@ def test_a_dead_processing_thread_ends_the_node_with_status_1(ros, tmp_path):
     assert 'exiting with status 1' in text
 
 
+# hamer_node whose executor meets the context's shutdown at the worst moment: the shutdown (as a second SIGINT's
+# would) lands after the executor's check of the context and before it creates its wait set, so the real rclpy raises
+# its RCLError "the given context is not valid" (the race CI once hit under load). Or, with `crash`, the spin fails
+# with an error while the context is still valid.
+RACING_NODE = """
+import sys
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from hamer_ros.ros import node
+
+CRASH = sys.argv.pop(1) == 'crash'
+
+def spin(self):
+    self.spin_once(timeout_sec=0.5)         # the node is up and running
+    if CRASH:
+        raise RuntimeError('simulated defect in the executor')
+    self._context.shutdown()                 # the executor does not look again before its wait set
+    while True:
+        self.spin_once(timeout_sec=0.5)
+
+SingleThreadedExecutor.spin = spin
+sys.exit(node.main(sys.argv))
+"""
+
+
+@pytest.mark.parametrize('crash', [False, True], ids=['shutdown-race', 'crash'])
+def test_a_shutdown_racing_the_executor_still_exits_in_order(ros, tmp_path, crash):
+    """The shutdown race ends the node as a stop signal does (status 0, no traceback); any other error in the spin
+    is said with its traceback and ends it with status 1, after the same orderly stop (no abort of the process)."""
+    import os
+
+    log_path = tmp_path / 'racing.log'
+    with open(log_path, 'wb') as log:
+        process = subprocess.Popen(
+            [sys.executable, '-c', RACING_NODE, 'crash' if crash else 'race', '--ros-args', '--params-file',
+             str(CONFIG), '-p', 'model:=small_random', '-r', f'__ns:=/{_unique("hamer_racing")}'],
+            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, ROS_DOMAIN_ID=str(ros.domain),
+                                                           PYTHONUNBUFFERED='1'))
+    try:
+        code = process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        pytest.fail(f'the node did not stop:\n{log_path.read_text()}')
+    text = log_path.read_text()
+    assert 'active: listening to' in text, text        # it was running when the race came
+    if crash:
+        assert code == 1, text
+        assert 'Traceback' in text and 'RuntimeError: simulated defect in the executor' in text
+    else:
+        assert code == 0, text
+        assert 'Traceback' not in text and 'RCLError' not in text, text
+
+
 @pytest.mark.mediapipe
 @pytest.mark.fixture_weights
 @pytest.mark.slow

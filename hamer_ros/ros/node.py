@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import traceback
 from typing import List, Optional
 
 import rclpy
@@ -26,6 +27,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
                                 SetParametersResult)
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -295,12 +297,14 @@ def main(argv=None) -> int:
         return 2
     executor = SingleThreadedExecutor()
     executor.add_node(node)
+    crashed = False
     try:
         if node.get_parameter('autostart').value:
             node.autostart()
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spin_until_shutdown(executor, node.context)
+    except Exception:   # noqa: BLE001 - said with its traceback; the node still stops in order, with status 1
+        traceback.print_exc()
+        crashed = True
     finally:
         # From here on a second SIGINT/SIGTERM (launch forwards one to the process group, a service manager
         # may repeat its own) must not interrupt the shutdown with a KeyboardInterrupt traceback: the node is
@@ -311,7 +315,7 @@ def main(argv=None) -> int:
         finished = node.stop(timeout=1.0)
         if not finished:
             node.get_logger().info('stopping in the middle of a frame: it is not published')
-        status = 0
+        status = 1 if crashed else 0
         if node.fatal_error is not None:
             status = 1
             node.get_logger().fatal(f'exiting with status 1: the processing thread stopped ({node.fatal_error})')
@@ -323,6 +327,22 @@ def main(argv=None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+def spin_until_shutdown(executor, context) -> None:
+    """executor.spin() until the context is shut down (by a stop signal, or by the worker's fatal error).
+
+    rclpy ends the spin with ExternalShutdownException when it sees the shutdown while waiting. When the shutdown
+    lands between the executor's check of the context and the creation of its wait set (a second SIGINT during the
+    first one's shutdown, seen in CI), rclpy raises its RCLError "the given context is not valid" instead. Both mean
+    the same: the node is stopping. An RCLError while the context is still valid is a real error and is raised."""
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except _rclpy.RCLError:
+        if context.ok():
+            raise
 
 
 def _absorb_stop_signals() -> None:
