@@ -135,7 +135,9 @@ class HandSearch:
         (0: no screening, the full model on every region, and no turned body regions).
     pose_only_max_size: body stage: hands the landmark model does not confirm but the pose sees clearly are
         reported from the pose alone (box only, no landmarks) when smaller than this (px); inf (default): at any
-        size; 0 turns that off.
+        size; 0 turns that off. Video mode holds such a hand at the body's box until the next full search (it
+        has no landmarks to re-check): it is reported on every frame, and a frame whose only hands are pose-only
+        is not a reason for a full search.
     """
 
     def __init__(self, running_mode: str = 'image', num_hands: int = 8, body_stage: bool = True,
@@ -221,6 +223,7 @@ class HandSearch:
         rgb = self._to_rgb(image)
         timings = self.last_timings = {}
         found: List[HandDetection] = []
+        held: List[HandDetection] = []
         lost = False
         if self.running_mode == 'video' and self._tracked:
             start = time.perf_counter()
@@ -239,8 +242,12 @@ class HandSearch:
             timings['tracked'] = time.perf_counter() - start
             found = merge_hands(found, self.num_hands)
             lost = lost or len(found) < sum(h.landmarks_2d is not None for h in self._tracked)
+            # pose-only hands have no landmarks to re-check: they are held where the body put them until the next
+            # full search (at most full_search_period frames), so that they neither blink out on tracked frames nor
+            # force a full search on every frame
+            held = [h for h in self._tracked if h.landmarks_2d is None]
         self._frames_since_full += 1
-        full = (self.running_mode == 'image' or not found or lost
+        full = (self.running_mode == 'image' or not (found or held) or lost
                 or self._frames_since_full >= self.full_search_period)
         # video mode: a full search while hands are tracked leaves the pyramid's tile to the next (tracked) frame,
         # so that no frame pays for both
@@ -251,12 +258,15 @@ class HandSearch:
             new, wrists, refined = self._full_search(rgb, person_tiles=not found, palm_tiles=palm_tiles)
             found = merge_hands(found + self._refine(rgb, merge_hands(new, 10 ** 6), wrists, refined),
                                 self.num_hands)
-        elif palm_tiles and len(found) < self.num_hands:
-            # video mode between full searches: the pyramid goes on, palm_tiles_per_frame tiles a frame, so that a
-            # hand appearing far away is found within a few frames (19 at 640x480) while others are tracked
-            new = self._palm_hands(rgb, palm_tiles, found, whole_frame=False)
-            if new:
-                found = merge_hands(found + self._refine(rgb, new, [], []), self.num_hands)
+        else:
+            if palm_tiles and len(found) < self.num_hands:
+                # video mode between full searches: the pyramid goes on, palm_tiles_per_frame tiles a frame, so that
+                # a hand appearing far away is found within a few frames (19 at 640x480) while others are tracked;
+                # a palm on a held pose-only hand is confirmed too, and its landmarks then replace the body's box
+                new = self._palm_hands(rgb, palm_tiles, found, whole_frame=False)
+                if new:
+                    found = merge_hands(found + self._refine(rgb, new, [], []), self.num_hands)
+            found = merge_hands(found + held, self.num_hands)
         self._tracked = list(found) if self.running_mode == 'video' else []
         return list(found)
 
