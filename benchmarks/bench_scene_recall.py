@@ -166,14 +166,24 @@ def run_video_recall(args, scenes):
     frame, in turn)."""
     checkpoints = {30: '1 s', 90: '3 s', 300: '10 s'}
     results = {frames: Tally() for frames in checkpoints}
+    per_scene = []
     for scene in scenes:
         image = cv2.imread(str(SCENES / scene['image']))
         search = make_search(args, 'video')
+        times = []
         for frame in range(1, max(checkpoints) + 1):
+            start = time.perf_counter()
             found = search.detect(image, timestamp_ms=33 * frame)
+            times.append(time.perf_counter() - start)
             if frame in checkpoints:
                 results[frame].add(scene, found)
+        per_scene.append((scene['image'], image.shape[1], image.shape[0], 1000 * statistics.median(times),
+                          1000 * statistics.mean(times), search.full_searches))
         search.close()
+    print(f'\nvideo mode (the node), each photo streamed at 30 Hz for {max(checkpoints)} frames: ms per frame, '
+          'median / mean, and full searches')
+    for name, width, height, median, mean, full in per_scene:
+        print(f'    {name:50s} {width:4d}x{height:<4d} {median:6.1f} / {mean:6.1f} ms  {full:3d} full searches')
     for frames, label in checkpoints.items():
         results[frames].report(f'video mode (the node), each photo streamed at 30 Hz: the hands of the frame after '
                                f'{label}', [])
