@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from hamer_ros.detection import HandDetector, HandSearch, make_hand_detector
-from hamer_ros.detection.hand_search import PALM_TILE_HAND_RATIO, merge_hands, palm_windows, same_person, \
-    tracking_region
+from hamer_ros.detection.hand_search import PALM_TILE_HAND_RATIO, POSE_ONLY_HOLD_FRAMES, merge_hands, palm_windows, \
+    same_person, tracking_region
 from hamer_ros.detection.regions import Region
 from hamer_ros.detection.search_models import SEARCH_MODELS, ensure_search_models, litert_available
 from hamer_ros.types import HandDetection
@@ -221,6 +221,12 @@ def test_video_mode_holds_a_pose_only_hand_until_the_next_full_search():
         held = [h for h in hands if h.landmarks_2d is None]
         assert len(held) == 1 and held[0].side == 'right', i
         assert np.allclose(held[0].box_xyxy, first[0].box_xyxy, atol=1.0 if i >= 10 else 0.0), i
+    # However long the period, a pose-only hand is held for at most POSE_ONLY_HOLD_FRAMES frames before a full
+    # search looks again (a person who walked out leaves no hand behind for longer).
+    with HandSearch(running_mode='video', full_search_period=10 ** 6, palm_min_hand_size=0) as video:
+        frames = [video.detect(image, timestamp_ms=33 * i) for i in range(2 * POSE_ONLY_HOLD_FRAMES + 1)]
+        assert video.full_searches == 3                 # frames 0, 10 and 20
+    assert all(len([h for h in hands if h.landmarks_2d is None]) == 1 for hands in frames)
 
 
 def test_video_mode_goes_on_with_the_pyramid_on_tracked_frames_and_finds_far_hands():

@@ -97,6 +97,9 @@ LITE_SCREEN = 0.5
 # against a hand length of about 0.74 forearm (body segment lengths: forearm 0.146, hand 0.108 of the stature,
 # Drillis & Contini 1966); where the pose folds its index and pinky onto the wrist (gloved skiers), d is a few px.
 POSE_ONLY_FOREARM_FLOOR = 0.25
+# Video mode holds a pose-only hand (nothing to re-check) for at most this many frames before a full search looks
+# again, however long full_search_period is: a person who walks out leaves no hand behind for longer than that.
+POSE_ONLY_HOLD_FRAMES = 10
 POSE_ONLY_MIN_VISIBILITY = 0.9   # 0.8 lets an arm-hidden hand of a crossed-arms pose through (bus photo, JPEG)
 
 
@@ -137,7 +140,8 @@ class HandSearch:
         reported from the pose alone (box only, no landmarks) when smaller than this (px); inf (default): at any
         size; 0 turns that off. Video mode holds such a hand at the body's box until the next full search (it
         has no landmarks to re-check): it is reported on every frame, and a frame whose only hands are pose-only
-        is not a reason for a full search.
+        is not a reason for a full search; one is held for at most POSE_ONLY_HOLD_FRAMES (10) frames, so a long
+        full_search_period brings the full search sooner while pose-only hands are in view.
     """
 
     def __init__(self, running_mode: str = 'image', num_hands: int = 8, body_stage: bool = True,
@@ -243,12 +247,13 @@ class HandSearch:
             found = merge_hands(found, self.num_hands)
             lost = lost or len(found) < sum(h.landmarks_2d is not None for h in self._tracked)
             # pose-only hands have no landmarks to re-check: they are held where the body put them until the next
-            # full search (at most full_search_period frames), so that they neither blink out on tracked frames nor
-            # force a full search on every frame
+            # full search (at most full_search_period or POSE_ONLY_HOLD_FRAMES frames), so that they neither blink
+            # out on tracked frames nor force a full search on every frame
             held = [h for h in self._tracked if h.landmarks_2d is None]
         self._frames_since_full += 1
         full = (self.running_mode == 'image' or not (found or held) or lost
-                or self._frames_since_full >= self.full_search_period)
+                or self._frames_since_full >= self.full_search_period
+                or (held and self._frames_since_full >= POSE_ONLY_HOLD_FRAMES))
         # video mode: a full search while hands are tracked leaves the pyramid's tile to the next (tracked) frame,
         # so that no frame pays for both
         palm_tiles = self._palm_tiles(rgb) if self.running_mode == 'image' or not (full and found) else []

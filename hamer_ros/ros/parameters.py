@@ -139,7 +139,8 @@ PARAMETERS: Tuple[Param, ...] = (
           read_only=True, low=1, high=32),
     Param('detector.full_search_period', 10,
           'search, video mode: frames between full searches while every hand stays tracked (a new hand is found '
-          'within this many frames)', read_only=True, low=1, high=1000),
+          'within this many frames; a hand from the body alone, with no landmarks to re-check, is held at most '
+          '10 frames)', read_only=True, low=1, high=1000),
     Param('detector.min_detection_confidence', 0.5, 'MediaPipe palm detection threshold',
           low=CONFIDENCE_RANGES['min_detection_confidence'][0],
           high=CONFIDENCE_RANGES['min_detection_confidence'][1]),
