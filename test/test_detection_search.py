@@ -377,6 +377,31 @@ def test_video_mode_rechecks_tracked_hands_and_searches_fully_every_period(sampl
         assert stages[1] == stages[2] == stages[3] == ['tracked']
 
 
+def test_a_periodic_full_search_does_not_search_again_for_the_hands_it_tracks():
+    # crowdpose_106848 streamed as a still video, a full search every 3 frames: frame 0 finds the three hands (body
+    # and palm stages). On the periodic full searches (frames 3 and 6) the re-check has just confirmed all three:
+    # the body stage skips the wrists at them and the palm stage the palms on them, so the landmark models run
+    # only for the three lite re-checks, and the hands are the same.
+    image = cv2.imread(str(SCENES / 'crowdpose_106848.jpg'))
+    with HandSearch(running_mode='video', full_search_period=3, palm_min_hand_size=0) as video:
+        full, lite = _count_runs(video, 'hand_landmark_full'), _count_runs(video, 'hand_landmark_lite')
+        frames = []
+        for i in range(7):
+            before = len(full), len(lite), video.full_searches
+            hands = video.detect(image, timestamp_ms=33 * i)
+            frames.append((video.full_searches > before[2], len(full) - before[0], len(lite) - before[1], hands))
+    assert [searched for searched, *_ in frames] == [True, False, False, True, False, False, True]
+    assert len(frames[0][3]) == 3 and frames[0][1] >= 3     # each new hand confirmed by the full model
+    for i in (3, 6):
+        searched, full_runs, lite_runs, hands = frames[i]
+        assert (full_runs, lite_runs) == (0, 3), i
+        previous = frames[i - 1][3]
+        assert len(hands) == 3
+        for hand in hands:
+            same = [other for other in previous if _iou(hand.box_xyxy, other.box_xyxy) > 0.7]
+            assert len(same) == 1 and same[0].side == hand.side, (i, hand.box_xyxy)
+
+
 def test_video_mode_asks_the_full_model_before_giving_up_a_tracked_hand():
     # crowdpose_106848 at 640x480, panned by 1 px a frame: the bald man's left hand on the plate, half hidden,
     # gets a lite-model presence of about 0.55 when tracked (the full model: 0.9); without the full model's

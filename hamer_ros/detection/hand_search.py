@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -124,6 +124,7 @@ class HandSearch:
         frames, at one person-detector run per tile).
     max_people: most people the body stage follows per frame (the best-scoring ones).
     full_search_period: video mode: frames between full searches while every hand stays tracked (1: every frame).
+        A full search skips the body wrists and palms at hands the tracked re-check confirmed on the same frame.
     min_detection_confidence: palm and person detector score threshold.
     min_presence_confidence: hand landmark model presence threshold (every stage).
     min_tracking_confidence: presence a tracked hand needs to stay tracked.
@@ -260,7 +261,8 @@ class HandSearch:
         if full:
             self.full_searches += 1
             self._frames_since_full = 0
-            new, wrists, refined = self._full_search(rgb, person_tiles=not found, palm_tiles=palm_tiles)
+            new, wrists, refined = self._full_search(rgb, person_tiles=not found, palm_tiles=palm_tiles,
+                                                     tracked=found)
             found = merge_hands(found + self._refine(rgb, merge_hands(new, 10 ** 6), wrists, refined),
                                 self.num_hands)
         else:
@@ -290,10 +292,13 @@ class HandSearch:
         self._tile_cursor = (start + budget) % len(tiles)
         return [tiles[(start + i) % len(tiles)] for i in range(budget)]
 
-    def _full_search(self, rgb: np.ndarray, person_tiles: bool, palm_tiles: List[Region]):
+    def _full_search(self, rgb: np.ndarray, person_tiles: bool, palm_tiles: List[Region],
+                     tracked: Sequence[HandDetection] = ()):
         """(new hands, [(side, wrist px, visibility)] of the bodies' visible wrists, the new hands found in the
         region of their own landmarks already). `person_tiles`: the person detector also runs on its tiles
-        (frames with nothing tracked); `palm_tiles`: the pyramid tiles the palm detector runs on."""
+        (frames with nothing tracked); `palm_tiles`: the pyramid tiles the palm detector runs on; `tracked`: hands
+        the tracked re-check confirmed on this frame: a body wrist at one of them (`_at_wrist`) is not searched
+        again, and no palm on one is confirmed again."""
         hands: List[HandDetection] = []
         wrists: List[Tuple[str, np.ndarray, float]] = []
         refined: List[HandDetection] = []
@@ -306,7 +311,9 @@ class HandSearch:
                     candidates.append((region, pose_hand))
             self.last_timings['body_pose'] = time.perf_counter() - start
             start = time.perf_counter()
-            for region, pose_hand in candidates:
+            for (region, pose_hand), (_, wrist, _) in zip(candidates, wrists):
+                if any(_at_wrist(hand, wrist) for hand in tracked):
+                    continue        # tracked already: its landmarks come from this frame's re-check
                 hand, in_own_region = self._body_hand(rgb, region)
                 if in_own_region:
                     refined.append(hand)
@@ -316,7 +323,7 @@ class HandSearch:
                     hands.append(hand)
             self.last_timings['body_hands'] = time.perf_counter() - start
         if self.palm_stage:
-            hands += self._palm_hands(rgb, palm_tiles, hands)
+            hands += self._palm_hands(rgb, palm_tiles, list(tracked) + hands)
         return hands, wrists, refined
 
     def _palm_hands(self, rgb: np.ndarray, tiles: List[Region], known: List[HandDetection],
@@ -657,12 +664,19 @@ def _side_from_wrists(hand: HandDetection, wrists) -> HandDetection:
     side as a second opinion (`combine_sides`)."""
     if not wrists or hand.landmarks_2d is None:
         return hand
-    size = max(hand.box_xyxy[2] - hand.box_xyxy[0], hand.box_xyxy[3] - hand.box_xyxy[1])
-    distances = [(float(np.linalg.norm(hand.landmarks_2d[0] - wrist)), side) for side, wrist, _ in wrists]
-    distance, side = min(distances)
-    if distance > 0.5 * size:
+    _, side, wrist = min((float(np.linalg.norm(hand.landmarks_2d[0] - wrist)), side, i)
+                         for i, (side, wrist, _) in enumerate(wrists))
+    if not _at_wrist(hand, wrists[wrist][1]):
         return hand
     p_right = combine_sides(hand.side_score if hand.side == 'right' else 1.0 - hand.side_score, side)
     hand.side = 'right' if p_right >= 0.5 else 'left'
     hand.side_score = max(p_right, 1.0 - p_right)
     return hand
+
+
+def _at_wrist(hand: HandDetection, wrist: np.ndarray) -> bool:
+    """Whether a body's `wrist` (px) is this hand's: within half the hand's size of its wrist landmark."""
+    if hand.landmarks_2d is None:
+        return False
+    size = max(hand.box_xyxy[2] - hand.box_xyxy[0], hand.box_xyxy[3] - hand.box_xyxy[1])
+    return float(np.linalg.norm(hand.landmarks_2d[0] - wrist)) <= 0.5 * size
