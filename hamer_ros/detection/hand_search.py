@@ -664,9 +664,9 @@ def _side_from_wrists(hand: HandDetection, wrists) -> HandDetection:
     side as a second opinion (`combine_sides`)."""
     if not wrists or hand.landmarks_2d is None:
         return hand
-    _, side, wrist = min((float(np.linalg.norm(hand.landmarks_2d[0] - wrist)), side, i)
-                         for i, (side, wrist, _) in enumerate(wrists))
-    if not _at_wrist(hand, wrists[wrist][1]):
+    _, side, nearest = min((float(np.linalg.norm(hand.landmarks_2d[0] - wrist)), side, i)
+                           for i, (side, wrist, _) in enumerate(wrists))
+    if not _at_wrist(hand, wrists[nearest][1]):
         return hand
     p_right = combine_sides(hand.side_score if hand.side == 'right' else 1.0 - hand.side_score, side)
     hand.side = 'right' if p_right >= 0.5 else 'left'
