@@ -393,7 +393,7 @@ def test_a_periodic_full_search_does_not_search_again_for_the_hands_it_tracks():
     assert [searched for searched, *_ in frames] == [True, False, False, True, False, False, True]
     assert len(frames[0][3]) == 3 and frames[0][1] >= 3     # each new hand confirmed by the full model
     for i in (3, 6):
-        searched, full_runs, lite_runs, hands = frames[i]
+        _, full_runs, lite_runs, hands = frames[i]
         assert (full_runs, lite_runs) == (0, 3), i
         previous = frames[i - 1][3]
         assert len(hands) == 3

@@ -308,10 +308,10 @@ class HandSearch:
             for person in self._people(rgb, person_tiles):
                 for side, region, wrist, visibility, pose_hand in self._hand_regions_from_pose(rgb, person):
                     wrists.append((side, wrist, visibility))
-                    candidates.append((region, pose_hand))
+                    candidates.append((region, wrist, pose_hand))
             self.last_timings['body_pose'] = time.perf_counter() - start
             start = time.perf_counter()
-            for (region, pose_hand), (_, wrist, _) in zip(candidates, wrists):
+            for region, wrist, pose_hand in candidates:
                 if any(_at_wrist(hand, wrist) for hand in tracked):
                     continue        # tracked already: its landmarks come from this frame's re-check
                 hand, in_own_region = self._body_hand(rgb, region)
@@ -664,9 +664,9 @@ def _side_from_wrists(hand: HandDetection, wrists) -> HandDetection:
     side as a second opinion (`combine_sides`)."""
     if not wrists or hand.landmarks_2d is None:
         return hand
-    _, side, nearest = min((float(np.linalg.norm(hand.landmarks_2d[0] - wrist)), side, i)
-                           for i, (side, wrist, _) in enumerate(wrists))
-    if not _at_wrist(hand, wrists[nearest][1]):
+    side, wrist = min(((side, wrist) for side, wrist, _ in wrists),
+                      key=lambda w: (float(np.linalg.norm(hand.landmarks_2d[0] - w[1])), w[0]))
+    if not _at_wrist(hand, wrist):
         return hand
     p_right = combine_sides(hand.side_score if hand.side == 'right' else 1.0 - hand.side_score, side)
     hand.side = 'right' if p_right >= 0.5 else 'left'
