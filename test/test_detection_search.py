@@ -169,6 +169,22 @@ def test_video_mode_runs_the_pyramid_in_turn_within_the_tile_budget():
     assert len(lite_runs) == tiles                     # image mode: every tile on every frame
 
 
+def test_video_mode_with_no_tile_budget_runs_every_tile_on_full_searches_and_none_in_between():
+    # palm_tiles_per_frame 0 (the parameter's description): the whole pyramid on each full search, no tile on the
+    # tracked frames between them
+    image = cv2.imread(str(SCENES / 'crowdpose_103319.jpg'))
+    tiles = len(palm_windows(*image.shape[1::-1], 24)) - 1
+    with HandSearch(running_mode='video', palm_tiles_per_frame=0, full_search_period=4) as video:
+        tile_runs = _count_runs(video, 'palm_detection_lite')
+        per_frame = []
+        for i in range(8):
+            before, searches = len(tile_runs), video.full_searches
+            assert video.detect(image, timestamp_ms=33 * i)
+            per_frame.append((video.full_searches > searches, len(tile_runs) - before))
+    assert [full for full, _ in per_frame] == [True, False, False, False] * 2, 'a tracked hand was lost'
+    assert per_frame == [(True, tiles), (False, 0), (False, 0), (False, 0)] * 2
+
+
 def test_a_pose_only_hand_whose_fingers_the_pose_folds_onto_the_wrist_takes_its_size_from_the_forearm(search):
     rgb = np.zeros((400, 600, 3), np.uint8)
     wrist, folded = np.array([300.0, 200.0]), np.array([300.0, 202.0])      # index and pinky 2 px from the wrist
@@ -245,6 +261,54 @@ def test_video_mode_goes_on_with_the_pyramid_on_tracked_frames_and_finds_far_han
     for side, box in far_hands:
         matched = _found(hands, box, min_iou=0.2)
         assert len(matched) == 1 and matched[0].side == side, [h.box_xyxy.round().tolist() for h in hands]
+
+
+def test_a_tracked_frame_never_runs_a_tile_and_a_full_model_confirmation_together():
+    # The far hands of aic_ff945 (above) come from pyramid tiles on tracked frames. A tile's palms are screened by
+    # the lite model on its own frame and confirmed by the full model on the next frame, which runs no tile. With
+    # the full model re-checking the tracked hands (tracking_model='full': no lite re-check, so no second
+    # opinions), a tracked frame's full-model runs beyond its re-checks are confirmations of new hands.
+    image = cv2.imread(str(SCENES / 'aic_ff945ae2e729f24eea992814639d59b3bdec8bd8.jpg'))
+    far_hands = [('right', [535, 204, 571, 240]), ('left', [464, 341, 516, 393])]
+    tiles = len(palm_windows(*image.shape[1::-1], 24)) - 1
+    with HandSearch(running_mode='video', full_search_period=10 ** 6, tracking_model='full') as video:
+        full_runs, tile_runs = _count_runs(video, 'hand_landmark_full'), _count_runs(video, 'palm_detection_lite')
+        hands = video.detect(image, timestamp_ms=0)
+        frames = []
+        for i in range(1, 2 * tiles + 1):
+            before = (len(full_runs), len(tile_runs))
+            rechecked = sum(h.landmarks_2d is not None for h in hands)
+            hands = video.detect(image, timestamp_ms=33 * i)
+            frames.append((len(tile_runs) - before[1], len(full_runs) - before[0] - rechecked))
+        assert video.full_searches == 1, 'a tracked hand was lost'
+    assert all(tile == 0 or confirmations == 0 for tile, confirmations in frames), frames
+    assert sum(confirmations > 0 for _, confirmations in frames) >= 2      # the far hands, each on its own frame
+    for side, box in far_hands:
+        matched = _found(hands, box, min_iou=0.2)
+        assert len(matched) == 1 and matched[0].side == side, [h.box_xyxy.round().tolist() for h in hands]
+
+
+def test_a_tracked_frame_that_needs_the_full_models_second_opinion_leaves_its_tile_to_the_next_frame():
+    # The lite re-check is made to miss every tracked hand, so the full model rescues them on every tracked frame:
+    # such a frame runs no tile, but never two frames in a row, so the pyramid goes on at every second frame.
+    image = cv2.imread(str(SCENES / 'crowdpose_103319.jpg'))
+    with HandSearch(running_mode='video', full_search_period=10 ** 6) as video:
+        original = video._confirm
+
+        def lite_misses_tracked_hands(rgb, region, stage, threshold, model='hand_landmark_full', screen=0.0):
+            if stage == 'tracked' and model == 'hand_landmark_lite':
+                return None
+            return original(rgb, region, stage, threshold, model, screen)
+        video._confirm = lite_misses_tracked_hands
+        tile_runs = _count_runs(video, 'palm_detection_lite')
+        assert video.detect(image, timestamp_ms=0)
+        tiles = []
+        for i in range(1, 13):
+            before = len(tile_runs)
+            assert video.detect(image, timestamp_ms=33 * i)
+            tiles.append(len(tile_runs) - before)
+        assert video.full_searches == 1, 'a tracked hand was lost'
+    assert tiles == [0, 1] * 6, tiles
 
 
 def test_two_stages_finding_the_same_hands_give_each_hand_once():

@@ -37,8 +37,11 @@ or nothing is tracked, and every `full_search_period` frames (a hand entering th
 frames); in between the tracked regions are checked (one landmark model call per hand). The palm pyramid's tiles
 run `palm_tiles_per_frame` a frame, in turn, on full searches while nothing is tracked and on tracked frames (a
 periodic full search leaves its tile to the next frame), so no frame pays for more than one tile and a hand far
-away is found within one pass over the pyramid (19 frames at 640x480). Image mode runs the full search, with
-every tile, on every frame.
+away is found within one pass over the pyramid (19 frames at 640x480). On a tracked frame the lite model only
+screens the tile's palms; the full model confirms one on the next frame, which runs no tile, and a tracked frame
+whose re-check needed the full model's second opinion leaves its palm work to the next frame (never two frames in
+a row), so that a tracked frame pays for at most one of these. Image mode runs the full search, with every tile,
+on every frame.
 
 Merging: hands whose boxes overlap (IoU > 0.3, or one mostly inside the other) are one hand; the one with the
 higher presence wins, so every hand is reported once, with one side. `HandDetection.stage` says which stage
@@ -101,6 +104,11 @@ POSE_ONLY_FOREARM_FLOOR = 0.25
 # again, however long full_search_period is: a person who walks out leaves no hand behind for longer than that.
 POSE_ONLY_HOLD_FRAMES = 10
 POSE_ONLY_MIN_VISIBILITY = 0.9   # 0.8 lets an arm-hidden hand of a crossed-arms pose through (bus photo, JPEG)
+# Video mode, tracked frames: the palms a pyramid tile found (screened by the lite model) that the full model
+# confirms on the next frame, in place of that frame's tile. At 640x480 with four tracked hands, a frame that ran
+# a tile and then confirmed and refined a new hand took 26-29 ms on a 2-core CPU (two full-model runs after the
+# tile; docs/performance.md).
+PENDING_PER_FRAME = 1
 
 
 def _sigmoid(x):
@@ -118,8 +126,9 @@ class HandSearch:
         0: the palm detector sees the whole frame only.
     palm_tiles_per_frame: video mode: each frame (full search or tracked frame) runs this many of the pyramid's
         tiles, in turn, so that a frame's cost stays within a real-time budget and the whole pyramid is covered
-        every ceil(tiles / this) frames (640x480 has 19 tiles at palm_min_hand_size 24); 0: all tiles on every
-        full search (and none in between). Image mode always runs every tile.
+        every ceil(tiles / this) frames (640x480 has 19 tiles at palm_min_hand_size 24), a little later where a
+        tracked frame confirms what the last tile found or its re-check needed the full model (no tile then);
+        0: all tiles on every full search (and none in between). Image mode always runs every tile.
     person_tiles: the same for the person detector (1: whole frame only; more finds people far away in large
         frames, at one person-detector run per tile).
     max_people: most people the body stage follows per frame (the best-scoring ones).
@@ -210,6 +219,11 @@ class HandSearch:
     # ------------------------------------------------------------------ public API
     def reset(self) -> None:
         self._tracked: List[HandDetection] = []
+        # video mode: palm regions a tracked frame's pyramid tile found and the lite model passed, with the lite
+        # model's hand (or None), left to the next frame to confirm; and the frame size they belong to
+        self._pending: List[Tuple[Region, Optional[HandDetection]]] = []
+        self._pending_shape: Tuple[int, ...] = ()
+        self._postponed = False
         self._frames_since_full = 0
         self._tile_cursor = 0          # video mode: the pyramid tile the next frame starts with
 
@@ -230,6 +244,7 @@ class HandSearch:
         found: List[HandDetection] = []
         held: List[HandDetection] = []
         lost = False
+        rescued = False
         if self.running_mode == 'video' and self._tracked:
             start = time.perf_counter()
             for hand in [h for h in self._tracked if h.landmarks_2d is not None]:
@@ -240,6 +255,7 @@ class HandSearch:
                     # the full model's second opinion before a hand is given up: the lite model's presence runs
                     # lower on small or half-hidden hands (0.55 where the full model gives 0.97)
                     confirmed = self._confirm(rgb, region, STAGE_TRACKED, self.min_tracking_confidence)
+                    rescued = True
                 if confirmed is not None:
                     found.append(confirmed)
                 else:
@@ -255,25 +271,45 @@ class HandSearch:
         full = (self.running_mode == 'image' or not (found or held) or lost
                 or self._frames_since_full >= self.full_search_period
                 or (held and self._frames_since_full >= POSE_ONLY_HOLD_FRAMES))
+        pending = self._pending if self._pending_shape == rgb.shape else []
+        self._pending = []
+        # video mode: a tracked frame whose re-check needed the full model's second opinion leaves its palm work
+        # (a tile, or confirming what the last tile found) to the next frame, but never two frames in a row
+        postpone = not full and rescued and not self._postponed
+        self._postponed = postpone
         # video mode: a full search while hands are tracked leaves the pyramid's tile to the next (tracked) frame,
-        # so that no frame pays for both
-        palm_tiles = self._palm_tiles(rgb) if self.running_mode == 'image' or not (full and found) else []
+        # and so does a frame that confirms what the last frame's tile found, so that no frame pays for both;
+        # palm_tiles_per_frame 0: every tile on each full search, none in between
+        if self.running_mode == 'image' or (self.palm_tiles_per_frame == 0 and full):
+            palm_tiles = self._palm_tiles(rgb)
+        elif self.palm_tiles_per_frame == 0 or (full and found) or pending or postpone:
+            palm_tiles = []
+        else:
+            palm_tiles = self._palm_tiles(rgb)
         if full:
             self.full_searches += 1
             self._frames_since_full = 0
             new, wrists, refined = self._full_search(rgb, person_tiles=not found, palm_tiles=palm_tiles,
-                                                     tracked=found)
+                                                     tracked=found, pending=pending)
             found = merge_hands(found + self._refine(rgb, merge_hands(new, 10 ** 6), wrists, refined),
                                 self.num_hands)
         else:
-            if palm_tiles and len(found) < self.num_hands:
+            if postpone:
+                self._pending = list(pending)
+            elif (palm_tiles or pending) and len(found) < self.num_hands:
                 # video mode between full searches: the pyramid goes on, palm_tiles_per_frame tiles a frame, so that
                 # a hand appearing far away is found within a few frames (19 at 640x480) while others are tracked;
-                # a palm on a held pose-only hand is confirmed too, and its landmarks then replace the body's box
-                new = self._palm_hands(rgb, palm_tiles, found, whole_frame=False)
+                # a palm on a held pose-only hand is confirmed too, and its landmarks then replace the body's box.
+                # A tile's palms are only screened by the lite model on its own frame; the full model confirms
+                # them on the next one, one a frame, in place of that frame's tile, so that no tracked frame pays
+                # for a tile and a new hand's full-model runs together (see PENDING_PER_FRAME)
+                self._pending = list(pending[PENDING_PER_FRAME:])
+                new, refined = self._palm_hands(rgb, palm_tiles, found, whole_frame=False,
+                                                pending=pending[:PENDING_PER_FRAME], defer=True)
                 if new:
-                    found = merge_hands(found + self._refine(rgb, new, [], []), self.num_hands)
+                    found = merge_hands(found + self._refine(rgb, new, [], refined), self.num_hands)
             found = merge_hands(found + held, self.num_hands)
+        self._pending_shape = rgb.shape
         self._tracked = list(found) if self.running_mode == 'video' else []
         return list(found)
 
@@ -293,7 +329,8 @@ class HandSearch:
         return [tiles[(start + i) % len(tiles)] for i in range(budget)]
 
     def _full_search(self, rgb: np.ndarray, person_tiles: bool, palm_tiles: List[Region],
-                     tracked: Sequence[HandDetection] = ()):
+                     tracked: Sequence[HandDetection] = (),
+                     pending: Sequence[Tuple[Region, Optional[HandDetection]]] = ()):
         """(new hands, [(side, wrist px, visibility)] of the bodies' visible wrists, the new hands found in the
         region of their own landmarks already). `person_tiles`: the person detector also runs on its tiles
         (frames with nothing tracked); `palm_tiles`: the pyramid tiles the palm detector runs on; `tracked`: hands
@@ -323,29 +360,69 @@ class HandSearch:
                     hands.append(hand)
             self.last_timings['body_hands'] = time.perf_counter() - start
         if self.palm_stage:
-            hands += self._palm_hands(rgb, palm_tiles, list(tracked) + hands)
+            palm_hands, palm_refined = self._palm_hands(rgb, palm_tiles, list(tracked) + hands, pending=pending)
+            hands += palm_hands
+            refined += palm_refined
         return hands, wrists, refined
 
     def _palm_hands(self, rgb: np.ndarray, tiles: List[Region], known: List[HandDetection],
-                    whole_frame: bool = True) -> List[HandDetection]:
-        """New hands from the palm detector (on the whole frame, and the lite one on `tiles`), each confirmed by
-        the landmark model; palms on a `known` hand are skipped (no second landmark run)."""
+                    whole_frame: bool = True, pending: Sequence[Tuple[Region, Optional[HandDetection]]] = (),
+                    defer: bool = False) -> Tuple[List[HandDetection], List[HandDetection]]:
+        """(new hands from the palm detector (on the whole frame, and the lite one on `tiles`), each confirmed by
+        the landmark model (`_palm_hand`), those of them found in the region of their own landmarks already);
+        palms on a `known` hand are skipped (no second landmark run). `pending`: palm regions an earlier frame
+        found and screened (`defer`), confirmed first. `defer`: the palms found here are only screened by the lite
+        model, and those that pass are kept in `self._pending` for the next frame to confirm."""
         start = time.perf_counter()
-        regions = self._palm_regions(rgb, tiles, whole_frame)
+        regions = self._palm_regions(rgb, tiles, whole_frame) if (tiles or whole_frame) else []
         self.last_timings['palm_detect'] = time.perf_counter() - start
         start = time.perf_counter()
         known = merge_hands(list(known), 10 ** 6)
-        new = []
-        for region in regions:
+        new, refined = [], []
+        candidates = [(region, lite, True) for region, lite in pending] + [(r, None, False) for r in regions]
+        for region, lite, screened in candidates:
             if any(_overlaps(region_box(region, 1 / 2.6), hand.box_xyxy) for hand in known):
                 continue
-            hand = self._confirm(rgb, region, STAGE_PALM, self.min_presence_confidence,
-                                 screen=PALM_SCREEN_SHARE * self.lite_screen)
+            if not screened:
+                passed, lite = self._palm_screen(rgb, region)
+                if not passed:
+                    continue
+                if defer:
+                    self._pending.append((region, lite))
+                    continue
+            hand, in_own_region = self._palm_hand(rgb, region, lite)
             if hand is not None:
                 new.append(hand)
                 known.append(hand)
+                if in_own_region:
+                    refined.append(hand)
         self.last_timings['palm_hands'] = time.perf_counter() - start
-        return new
+        return new, refined
+
+    def _palm_screen(self, rgb: np.ndarray, region: Region) -> Tuple[bool, Optional[HandDetection]]:
+        """(whether a palm region goes on to the full landmark model, the lite model's hand there or None). With
+        `lite_screen`, the lite model looks first, and the region is dropped where its presence stays under
+        PALM_SCREEN_SHARE x lite_screen of the threshold."""
+        if self.lite_screen <= 0.0:
+            return True, None
+        lite = self._confirm(rgb, region, STAGE_PALM,
+                             PALM_SCREEN_SHARE * self.lite_screen * self.min_presence_confidence,
+                             'hand_landmark_lite')
+        return lite is not None, lite
+
+    def _palm_hand(self, rgb: np.ndarray, region: Region, lite: Optional[HandDetection]
+                   ) -> Tuple[Optional[HandDetection], bool]:
+        """(the hand the full landmark model confirms in a palm region or None, whether it was found in the region
+        of its own landmarks already). Where the lite model was sure of the hand (`lite`, its presence at the
+        threshold), the full model runs straight in the region of the lite model's landmarks, which is what
+        `_refine` would do next (one full run instead of two); otherwise, or where the full model sees no hand
+        there, in the palm's region."""
+        threshold = self.min_presence_confidence
+        if lite is not None and lite.score >= threshold:
+            hand = self._confirm(rgb, tracking_region(lite.landmarks_2d), STAGE_PALM, threshold)
+            if hand is not None:
+                return hand, True
+        return self._confirm(rgb, region, STAGE_PALM, threshold), False
 
     def _body_hand(self, rgb: np.ndarray, region: Region) -> Tuple[Optional[HandDetection], bool]:
         """(the hand the landmark model confirms in a body-derived region or None, whether it was found in the

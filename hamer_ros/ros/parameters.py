@@ -130,8 +130,9 @@ PARAMETERS: Tuple[Param, ...] = (
           read_only=True, low=0.0, high=4096.0),
     Param('detector.palm_tiles_per_frame', 1,
           'search, video mode: zoomed palm tiles each frame runs, in turn, full searches and tracked frames alike '
-          '(the whole pyramid is covered every tiles / this frames: 19 at 640x480); 0: all of them on every full '
-          'search and none in between (image mode always runs all)', read_only=True, low=0, high=1000),
+          '(the whole pyramid is covered about every tiles / this frames: 19 at 640x480; a frame that confirms '
+          'what the last tile found runs none); 0: all of them on every full search and none in between (image '
+          'mode always runs all)', read_only=True, low=0, high=1000),
     Param('detector.person_tiles', 1,
           'search: person detector tiles per image side (1: whole frame; more finds people far away in large '
           'frames, one detector run per tile)', read_only=True, low=1, high=6),
