@@ -228,7 +228,7 @@ class HandSearch:
         self._tile_cursor = 0          # video mode: the pyramid tile the next frame starts with
 
     def close(self) -> None:
-        self._tracked = []
+        self._tracked, self._pending = [], []
 
     def __enter__(self) -> 'HandSearch':
         return self
