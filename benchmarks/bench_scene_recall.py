@@ -20,7 +20,9 @@ box grown by 25 % per side; one match per hand. Printed:
 Speed at 640x480 with two people (issue 11 item 3): `--speed` times the full search (image mode: every tile of the
 zoomed palm search on every frame) and the video mode (full searches and the tracked frames between them, each
 with `palm_tiles_per_frame` pyramid tiles, timed apart) on the crowdpose 640x480 photo with two people
-(crowdpose_106848.jpg resized to 640x480), repeated. `--video` streams each dev-set photo to a video-mode search
+(crowdpose_106848.jpg resized to 640x480), repeated. The tracked frames are also given in model time (each
+frame's model runs times each model's median run alone, measured in the same run), which the machine's load
+does not move as it moves the wall-clock maxima. `--video` streams each dev-set photo to a video-mode search
 (as the node sees a still scene) and prints the recall of the frame after 1, 3 and 10 s.
 
     python benchmarks/bench_scene_recall.py [--palm-min-hand-size 24] [--person-tiles 1] [--max-people 4] [--no-body]
@@ -237,21 +239,44 @@ def _frame_times(seconds) -> str:
             f'p95 {1000 * ranked[int(0.95 * (len(ranked) - 1))]:.1f} ms, max {1000 * ranked[-1]:.1f} ms')
 
 
+def model_alone_ms(search, repeats: int = 30) -> dict:
+    """Each of the search's models run alone on a random input of its size: median ms per run."""
+    rng = np.random.default_rng(0)
+    alone = {}
+    for name, model in search._models.items():
+        x = rng.random(tuple(model._input['shape']), dtype=np.float32)
+        runs = model.runs
+        times = []
+        for _ in range(repeats + 3):
+            start = time.perf_counter()
+            model.run(x)
+            times.append(time.perf_counter() - start)
+        model.runs = runs
+        alone[name] = 1000 * statistics.median(times[3:])
+    return alone
+
+
 def run_speed(args):
     image = cv2.resize(cv2.imread(str(SCENES / 'crowdpose_106848.jpg')), (640, 480))
     for mode in ('image', 'video'):
         search = make_search(args, mode)
-        samples, stages, counts, full_frames, tracked_frames = [], [], [], [], []
+        alone = model_alone_ms(search)
+        samples, stages, counts, full_frames, tracked_frames, tracked_model = [], [], [], [], [], []
         for i in range(args.repeats + 3):
             # video: the photo shifted by 1 px per frame, so that the tracked regions move as in a stream
             frame = np.roll(image, i % 20, axis=1) if mode == 'video' else image
             before = search.full_searches
+            runs_before = {name: model.runs for name, model in search._models.items()}
             start = time.perf_counter()
             found = search.detect(frame, timestamp_ms=33 * i)
             elapsed = time.perf_counter() - start
             if i >= 3:
                 samples.append(elapsed)
                 (full_frames if search.full_searches > before else tracked_frames).append(elapsed)
+                if search.full_searches == before:
+                    runs = {name: model.runs - runs_before[name] for name, model in search._models.items()}
+                    tracked_model.append((sum(alone[name] * n for name, n in runs.items()) / 1000,
+                                          {name: n for name, n in runs.items() if n}))
                 stages.append(dict(search.last_timings))
                 counts.append(len(found))
         keys = sorted({k for t in stages for k in t})
@@ -264,6 +289,13 @@ def run_speed(args):
         if mode == 'video':
             print(f'  frames with a full search: {_frame_times(full_frames)}; '
                   f'tracked frames only: {_frame_times(tracked_frames)}')
+            if tracked_model:
+                # the wall-clock maxima follow the machine's load; the model time of a frame does not
+                slowest = max(tracked_model, key=lambda t: t[0])
+                print('  tracked frames in model time (the frame\'s model runs x each model\'s median run alone: '
+                      + ', '.join(f'{name} {ms:.2f}' for name, ms in sorted(alone.items()))
+                      + f' ms; crops and merging not included): {_frame_times([t[0] for t in tracked_model])}; '
+                      f'the slowest ran {slowest[1]}')
         print('  ms per frame by stage (mean over frames): '
               + ', '.join(f'{k} {1000 * statistics.mean(t.get(k, 0.0) for t in stages):.1f}' for k in keys))
         print(f'  model runs per frame (mean, warm-up frames included): {runs}')

@@ -127,6 +127,24 @@ def test_rgb_input_flag_and_grey_images(model_path, detector, sample_photo):
     assert len(grey) >= 1
 
 
+def test_the_detectors_rgb_input_is_the_image_with_its_channels_in_rgb_order():
+    from hamer_ros.detection.hand_detector import detector_input_rgb
+
+    rng = np.random.default_rng(3)
+    bgr = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    for image in (bgr, bgr[::2, 1::3], np.asfortranarray(bgr)):        # contiguous, strided and column-major
+        rgb = detector_input_rgb(image)
+        assert rgb.flags.c_contiguous and rgb.dtype == np.uint8
+        np.testing.assert_array_equal(rgb, image[:, :, ::-1])
+        np.testing.assert_array_equal(detector_input_rgb(image, rgb_input=True), image)
+    grey = bgr[:, :, 1]
+    np.testing.assert_array_equal(detector_input_rgb(grey), np.repeat(grey[:, :, None], 3, axis=2))
+    np.testing.assert_array_equal(detector_input_rgb(grey[::3, ::2]), np.repeat(grey[::3, ::2, None], 3, axis=2))
+    for bad in (bgr.astype(np.float32), bgr[:, :, :2]):
+        with pytest.raises(ValueError):
+            detector_input_rgb(bad)
+
+
 def test_bad_input_and_settings_are_clear_errors(model_path, detector):
     with pytest.raises(ValueError, match='must be uint8'):
         detector.detect(np.zeros((64, 64, 3), np.float32))
