@@ -88,6 +88,21 @@ def test_close_up_hands_keep_their_boxes_and_sides(search, sample_photo, photo_i
         assert hand.landmarks_2d.shape == (21, 2) and hand.landmarks_world.shape == (21, 3)
 
 
+@pytest.mark.parametrize('photo_id', ['negative_astronaut', 'negative_coffee', 'negative_chelsea',
+                                      'negative_rocket'])
+def test_photos_without_hands_give_none_in_either_mode(search, sample_photo, photo_id):
+    # The palm-only detector's negatives (test_detection.py), but for the whole search: every stage, the whole
+    # pyramid in image mode, and in video mode as many frames as the pyramid has tiles (with nothing tracked,
+    # every frame is a full search with the next tile). The fifth negative, the cameraman, is left out: his
+    # gloved hand on the camera is a hand, and the body stage reports it from the pose.
+    image = cv2.imread(str(sample_photo(photo_id)))
+    assert search.detect(image) == []
+    frames = len(palm_windows(*image.shape[1::-1], search.palm_min_hand_size)) - 1
+    with HandSearch(running_mode='video') as video:
+        assert all(video.detect(image, timestamp_ms=33 * i) == [] for i in range(frames))
+        assert video.full_searches == frames
+
+
 @pytest.mark.parametrize('photo', sorted(MISSED_BY_PALM_ONLY))
 def test_body_stage_finds_hands_in_scenes_that_the_palm_detector_misses(photo):
     image = cv2.imread(str(SCENES / photo))
