@@ -143,6 +143,9 @@ def test_the_detectors_rgb_input_is_the_image_with_its_channels_in_rgb_order():
     for bad in (bgr.astype(np.float32), bgr[:, :, :2]):
         with pytest.raises(ValueError):
             detector_input_rgb(bad)
+    for empty in (bgr[:0], bgr[:, :0], grey[:0]):
+        with pytest.raises(ValueError, match=r'the image is empty \(\d+x\d+ px\)'):
+            detector_input_rgb(empty)
 
 
 def test_bad_input_and_settings_are_clear_errors(model_path, detector):

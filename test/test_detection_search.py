@@ -149,6 +149,26 @@ def test_palm_pyramid_covers_the_frame_at_every_level_with_tiles_sized_by_the_sm
     assert palm_windows(width, height, 0) == [whole]
 
 
+def test_a_long_thin_frame_gets_a_few_pyramid_levels_and_an_empty_one_a_clear_error(search):
+    # Levels stop where their smallest hand no longer fits the short side, and after the first level the short
+    # side clips (a coarser level would run the same tiles again): a 3000x5 strip had 4796 tiles (20 s a frame in
+    # image mode), a 4000x500 panorama 183 with the same 500 px tiles on two levels.
+    assert len(palm_windows(3000, 5, 24)) == 1                     # no 24 px hand fits in 5 px: whole frame only
+    # tiles per level, (side - overlap) apart: 4000x500: 192 px tiles (24 px hands, overlap 48): 28 x 4; 384 px
+    # (overlap 96): 14 x 2; 768 px clipped to 500 (overlap 192): 13 x 1; and no fourth level of 500 px tiles.
+    # 1000x100: the first level is already clipped to 100 px (overlap 48): 19 x 1, and no more.
+    for width, height, expected in ((4000, 500, {192.0: 112, 384.0: 28, 500.0: 13}),
+                                    (500, 4000, {192.0: 112, 384.0: 28, 500.0: 13}),
+                                    (1000, 100, {100.0: 19})):
+        sides = [tile.size for tile in palm_windows(width, height, 24)[1:]]
+        assert {side: sides.count(side) for side in set(sides)} == expected
+    tile_runs = _count_runs(search, 'palm_detection_lite')
+    assert search.detect(np.full((5, 3000, 3), 120, np.uint8)) == [] and tile_runs == []
+    for empty in (np.zeros((0, 0, 3), np.uint8), np.zeros((0, 640, 3), np.uint8)):
+        with pytest.raises(ValueError, match='the image is empty'):
+            search.detect(empty)
+
+
 def test_zoomed_palm_search_finds_small_hands_the_whole_frame_misses():
     # crowdpose_103319: two left hands of 19-24 px (the dataset's wrists); the palm detector on the whole frame
     # (palm_min_hand_size 0) finds neither, the pyramid's tiles both, with their sides.

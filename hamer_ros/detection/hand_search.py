@@ -666,17 +666,21 @@ def palm_windows(width: int, height: int, min_hand: float) -> List[Region]:
     pyramid's levels, finest first. Level k looks for hands of min_hand x 2^k px up to twice that: its square
     tiles are PALM_TILE_HAND_RATIO x min_hand x 2^k wide (at most the short side) and overlap by PALM_TILE_OVERLAP
     x min_hand x 2^k; levels stop where a tile would reach nine tenths of the long side (the whole frame sees
-    those hands). min_hand 0: the whole frame only."""
+    those hands), where the level's smallest hand no longer fits the short side, and after the first level whose
+    tiles the short side clips (a coarser one would run the same tiles again). So a long, thin frame (a 3000x5
+    strip: 4800 tiles before) has a few levels at most. min_hand 0: the whole frame only."""
     windows = [letterbox_region(0, 0, width, height)]
     if min_hand <= 0:
         return windows
-    hand = float(min_hand)
-    while PALM_TILE_HAND_RATIO * hand < 0.9 * max(width, height):
-        side = min(PALM_TILE_HAND_RATIO * hand, float(min(width, height)))
+    hand, short = float(min_hand), float(min(width, height))
+    while PALM_TILE_HAND_RATIO * hand < 0.9 * max(width, height) and hand <= short:
+        side = min(PALM_TILE_HAND_RATIO * hand, short)
         overlap = min(PALM_TILE_OVERLAP * hand, 0.5 * side)
         for cy in _covering_centres(height, side, overlap):
             for cx in _covering_centres(width, side, overlap):
                 windows.append(Region(float(cx), float(cy), side))
+        if side >= short:
+            break
         hand *= 2.0
     return windows
 
