@@ -330,10 +330,10 @@ def test_a_tracked_frame_that_needs_the_full_models_second_opinion_leaves_its_ti
     with HandSearch(running_mode='video', full_search_period=10 ** 6) as video:
         original = video._confirm
 
-        def lite_misses_tracked_hands(rgb, region, stage, threshold, model='hand_landmark_full', screen=0.0):
+        def lite_misses_tracked_hands(rgb, region, stage, threshold, model='hand_landmark_full'):
             if stage == 'tracked' and model == 'hand_landmark_lite':
                 return None
-            return original(rgb, region, stage, threshold, model, screen)
+            return original(rgb, region, stage, threshold, model)
         video._confirm = lite_misses_tracked_hands
         tile_runs = _count_runs(video, 'palm_detection_lite')
         assert video.detect(image, timestamp_ms=0)

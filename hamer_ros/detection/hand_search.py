@@ -280,12 +280,13 @@ class HandSearch:
         # video mode: a full search while hands are tracked leaves the pyramid's tile to the next (tracked) frame,
         # and so does a frame that confirms what the last frame's tile found, so that no frame pays for both;
         # palm_tiles_per_frame 0: every tile on each full search, none in between
-        if self.running_mode == 'image' or (self.palm_tiles_per_frame == 0 and full):
-            palm_tiles = self._palm_tiles(rgb)
-        elif self.palm_tiles_per_frame == 0 or (full and found) or pending or postpone:
-            palm_tiles = []
+        if self.running_mode == 'image':
+            run_tiles = True
+        elif self.palm_tiles_per_frame == 0:
+            run_tiles = full
         else:
-            palm_tiles = self._palm_tiles(rgb)
+            run_tiles = not ((full and found) or pending or postpone)
+        palm_tiles = self._palm_tiles(rgb) if run_tiles else []
         if full:
             self.full_searches += 1
             self._frames_since_full = 0
@@ -305,7 +306,7 @@ class HandSearch:
                 # for a tile and a new hand's full-model runs together (see PENDING_PER_FRAME)
                 self._pending = list(pending[PENDING_PER_FRAME:])
                 new, refined = self._palm_hands(rgb, palm_tiles, found, whole_frame=False,
-                                                pending=pending[:PENDING_PER_FRAME], defer=True)
+                                                pending=pending[:PENDING_PER_FRAME], defer=self._pending)
                 if new:
                     found = merge_hands(found + self._refine(rgb, new, [], refined), self.num_hands)
             found = merge_hands(found + held, self.num_hands)
@@ -367,14 +368,16 @@ class HandSearch:
 
     def _palm_hands(self, rgb: np.ndarray, tiles: List[Region], known: List[HandDetection],
                     whole_frame: bool = True, pending: Sequence[Tuple[Region, Optional[HandDetection]]] = (),
-                    defer: bool = False) -> Tuple[List[HandDetection], List[HandDetection]]:
+                    defer: Optional[List[Tuple[Region, Optional[HandDetection]]]] = None
+                    ) -> Tuple[List[HandDetection], List[HandDetection]]:
         """(new hands from the palm detector (on the whole frame, and the lite one on `tiles`), each confirmed by
         the landmark model (`_palm_hand`), those of them found in the region of their own landmarks already);
         palms on a `known` hand are skipped (no second landmark run). `pending`: palm regions an earlier frame
-        found and screened (`defer`), confirmed first. `defer`: the palms found here are only screened by the lite
-        model, and those that pass are kept in `self._pending` for the next frame to confirm."""
+        found and screened (`defer`), confirmed first. `defer` (a list): the palms found here are only screened by
+        the lite model, and those that pass are appended to it, with the lite model's hand, for a later frame to
+        confirm."""
         start = time.perf_counter()
-        regions = self._palm_regions(rgb, tiles, whole_frame) if (tiles or whole_frame) else []
+        regions = self._palm_regions(rgb, tiles, whole_frame)
         self.last_timings['palm_detect'] = time.perf_counter() - start
         start = time.perf_counter()
         known = merge_hands(list(known), 10 ** 6)
@@ -387,8 +390,8 @@ class HandSearch:
                 passed, lite = self._palm_screen(rgb, region)
                 if not passed:
                     continue
-                if defer:
-                    self._pending.append((region, lite))
+                if defer is not None:
+                    defer.append((region, lite))
                     continue
             hand, in_own_region = self._palm_hand(rgb, region, lite)
             if hand is not None:
@@ -598,16 +601,11 @@ class HandSearch:
 
     # ------------------------------------------------------------------ the hand landmark model
     def _confirm(self, rgb: np.ndarray, region: Region, stage: str, threshold: float,
-                 model: str = 'hand_landmark_full', screen: float = 0.0) -> Optional[HandDetection]:
-        """The hand in `region` when the landmark model's presence reaches `threshold`, else None. `screen` > 0:
-        the lite model looks first, and the full model runs only where the lite model's presence reaches
-        `screen` x `threshold`."""
+                 model: str = 'hand_landmark_full') -> Optional[HandDetection]:
+        """The hand in `region` when the landmark model's presence reaches `threshold`, else None."""
         if region.size < 4.0:
             return None
         tensor, matrix = crop(rgb, region, 224, (0.0, 1.0))
-        if screen > 0.0 and float(self._models['hand_landmark_lite'].run(tensor)[1].reshape(-1)[0]) < \
-                screen * threshold:
-            return None
         landmarks, presence, handedness, world = self._models[model].run(tensor)
         presence = float(presence.reshape(-1)[0])
         if presence < threshold:
