@@ -302,15 +302,24 @@ def run_speed(args):
 
 
 def main() -> int:
+    import inspect
+
+    from hamer_ros.detection import HandSearch
+
+    # HandSearch's own defaults, so that the benchmark measures what users get
+    default = {name: p.default for name, p in inspect.signature(HandSearch).parameters.items()}
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--palm-min-hand-size', type=float, default=24.0)
-    parser.add_argument('--palm-tiles-per-frame', type=int, default=1, help='video mode (the speed run)')
-    parser.add_argument('--person-tiles', type=int, default=1)
-    parser.add_argument('--max-people', type=int, default=4)
-    parser.add_argument('--num-hands', type=int, default=8)
-    parser.add_argument('--min-detection-confidence', type=float, default=0.5, help='palm and person detectors')
-    parser.add_argument('--min-presence-confidence', type=float, default=0.5, help='hand landmark model')
-    parser.add_argument('--lite-screen', type=float, default=0.5,
+    parser.add_argument('--palm-min-hand-size', type=float, default=default['palm_min_hand_size'])
+    parser.add_argument('--palm-tiles-per-frame', type=int, default=default['palm_tiles_per_frame'],
+                        help='video mode (the speed run)')
+    parser.add_argument('--person-tiles', type=int, default=default['person_tiles'])
+    parser.add_argument('--max-people', type=int, default=default['max_people'])
+    parser.add_argument('--num-hands', type=int, default=default['num_hands'])
+    parser.add_argument('--min-detection-confidence', type=float, default=default['min_detection_confidence'],
+                        help='palm and person detectors')
+    parser.add_argument('--min-presence-confidence', type=float, default=default['min_presence_confidence'],
+                        help='hand landmark model')
+    parser.add_argument('--lite-screen', type=float, default=default['lite_screen'],
                         help='HandSearch lite_screen (0: the full landmark model on every region)')
     parser.add_argument('--no-body', action='store_true')
     parser.add_argument('--no-palm', action='store_true')

@@ -232,6 +232,77 @@ def test_a_pose_only_hand_whose_fingers_the_pose_folds_onto_the_wrist_takes_its_
     assert search._pose_only_hand(rgb, wrist, folded, 'left', 0.7, forearm=60.0) is None   # not seen clearly
 
 
+def test_a_pose_only_hand_under_30_px_needs_less_visibility_than_a_larger_one(search):
+    # Below 30 px the landmark model's silence says nothing (it cannot confirm hands that small), so the pose
+    # alone decides at 0.8; from 30 px on it takes 0.9.
+    rgb = np.zeros((400, 600, 3), np.uint8)
+    wrist = np.array([300.0, 200.0])
+    small, large = wrist + [0.0, 14.0], wrist + [0.0, 20.0]      # boxes of 1.9 x 14 = 26.6 px and 38 px
+    hand = search._pose_only_hand(rgb, wrist, small, 'right', 0.85)
+    assert hand is not None and hand.box_xyxy[2] - hand.box_xyxy[0] == pytest.approx(26.6)
+    assert search._pose_only_hand(rgb, wrist, small, 'right', 0.75) is None
+    assert search._pose_only_hand(rgb, wrist, large, 'right', 0.85) is None
+    assert search._pose_only_hand(rgb, wrist, large, 'right', 0.92) is not None
+
+
+def _on_hand(found, truth):
+    """The benchmark's match for a hand box without a wrist point: IoU >= 0.2, or the found box's centre inside
+    the true box grown by a quarter per side."""
+    cx, cy = 0.5 * (found[0] + found[2]), 0.5 * (found[1] + found[3])
+    gw, gh = 0.25 * (truth[2] - truth[0]), 0.25 * (truth[3] - truth[1])
+    return _iou(found, truth) >= 0.2 or (truth[0] - gw <= cx <= truth[2] + gw and truth[1] - gh <= cy <= truth[3] + gh)
+
+
+def test_person_tiles_find_the_small_hands_of_people_the_whole_frame_misses():
+    # coco_000000196141: five people; the person detector finds one of them on the whole frame (224 px for
+    # 640 px). Its tiles find the others, and the pose then gives their hands: the left hand (11 px,
+    # COCO-WholeBody's box) of the man at the right edge is found with the default 3 tiles per side, not with the
+    # whole frame alone; so are the two hands (19-20 px) of the man in the middle.
+    image = cv2.imread(str(SCENES / 'coco_000000196141.jpg'))
+    scene = next(s for s in json.loads((SCENES / 'scenes.json').read_text())['scenes']
+                 if s['image'] == 'coco_000000196141.jpg')
+    far = next(h for h in scene['hands'] if h['box_xyxy'][0] > 500)
+
+    def on(hands, truth):
+        return [h for h in hands if _on_hand(h.box_xyxy, truth['box_xyxy'])]
+
+    with HandSearch(person_tiles=1) as whole_frame:
+        assert on(whole_frame.detect(image), far) == []
+    with HandSearch() as tiled:
+        assert tiled.person_tiles == 3
+        hands = tiled.detect(image)
+    assert all(on(hands, truth) for truth in scene['hands']), [(h.side, h.box_xyxy.round().tolist()) for h in hands]
+    assert [h.side for h in on(hands, far)] == ['left']
+
+
+def test_video_mode_runs_one_person_tile_per_full_search_in_turn():
+    # Every frame a full search (full_search_period 1): each runs the person detector on the whole frame and on
+    # the next tile, so that a full search stays within its budget; image mode runs them all.
+    image = cv2.imread(str(SCENES / 'crowdpose_106848.jpg'))
+    with HandSearch(running_mode='video', palm_stage=False, full_search_period=1) as video:
+        tiles = video._windows(image, video.person_tiles)[1:]
+        assert len(tiles) == 6
+        seen = []
+        original = video._person_windows
+
+        def recorded(rgb):
+            windows = original(rgb)
+            seen.append([(round(w.cx), round(w.cy), round(w.size)) for w in windows])
+            return windows
+        video._person_windows = recorded
+        runs = _count_runs(video, 'pose_detection')
+        for i in range(2 * len(tiles)):
+            video.detect(image, timestamp_ms=33 * i)
+        assert video.full_searches == len(seen) == 2 * len(tiles)
+        assert len(runs) == 2 * len(seen)
+        assert len({tuple(w[1]) for w in seen}) == len(tiles)      # every tile in turn
+        assert [w[1] for w in seen[:len(tiles)]] == [w[1] for w in seen[len(tiles):]]
+    with HandSearch(palm_stage=False) as image_mode:
+        runs = _count_runs(image_mode, 'pose_detection')
+        image_mode.detect(image)
+        assert len(runs) == 1 + len(tiles)
+
+
 def test_a_large_fist_the_landmark_model_never_confirms_is_found_from_the_pose_alone(search):
     # posetrack18_003418: a man lying on a mat raises his right fist (motion-blurred, about 130 px; the dataset's
     # wrist at 953, 141 px). The landmark model's presence stays near zero in every turned region, but the pose
@@ -378,6 +449,19 @@ def test_merge_keeps_the_best_of_overlapping_boxes_and_separate_hands():
     assert merge_hands([palm, other, body], limit=1) == [body]
 
 
+def test_a_pose_only_box_beside_a_confirmed_hand_is_that_hand():
+    # panoptic_nzsl_ex2_2_000040 with person tiles: a second pose of the signer put a pose-only box just above her
+    # confirmed left hand (touching, no overlap): one hand, not two. A pose-only box a hand away stays.
+    confirmed = HandDetection(box_xyxy=np.array([180.0, 259.0, 221.0, 289.0]), side='left', score=0.99,
+                              landmarks_2d=np.zeros((21, 2)), stage='body')
+    beside = HandDetection(box_xyxy=np.array([199.0, 247.0, 210.0, 258.0]), side='left', score=0.45, stage='body')
+    away = HandDetection(box_xyxy=np.array([250.0, 247.0, 261.0, 258.0]), side='right', score=0.45, stage='body')
+    assert merge_hands([beside, confirmed, away], limit=8) == [confirmed, away]
+    # two pose-only boxes side by side are two hands (neither has landmarks to vouch for it)
+    other = HandDetection(box_xyxy=np.array([212.0, 247.0, 223.0, 258.0]), side='right', score=0.44, stage='body')
+    assert merge_hands([beside, other], limit=8) == [beside, other]
+
+
 def test_people_side_by_side_stay_two_and_one_person_seen_twice_is_one():
     from hamer_ros.detection.regions import Region, box_iou
 
@@ -389,8 +473,8 @@ def test_people_side_by_side_stay_two_and_one_person_seen_twice_is_one():
     # crowdpose_106848: the bald man and the white-haired man, side by side; the person detector finds both on
     # the whole frame (hips about 130 px apart, person regions about 550 px wide).
     rgb = cv2.cvtColor(cv2.imread(str(SCENES / 'crowdpose_106848.jpg')), cv2.COLOR_BGR2RGB)
-    with HandSearch(palm_stage=False) as body_only:
-        people = body_only._people(rgb, tiles=False)
+    with HandSearch(palm_stage=False, person_tiles=1) as body_only:
+        people = body_only._people(rgb)
     assert len(people) == 2, [(p.cx, p.cy, p.size) for p in people]
     assert abs(people[0].cx - people[1].cx) > 100
 

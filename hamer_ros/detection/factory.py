@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 def make_hand_detector(running_mode: str = 'image', num_hands: int = 8, search: bool = True,
                        body_stage: bool = True, palm_min_hand_size: float = 24.0,
-                       palm_tiles_per_frame: int = 1, person_tiles: int = 1, max_people: int = 4,
+                       palm_tiles_per_frame: int = 1, person_tiles: int = 3, max_people: int = 4,
                        full_search_period: int = 10, model_path=None, min_detection_confidence: float = 0.5,
                        min_presence_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
                        mirrored: bool = False, rgb_input: bool = False, warn=None, provision_model: bool = True):
@@ -63,8 +63,9 @@ def add_search_arguments(parser) -> None:
     parser.add_argument('--palm-tiles-per-frame', type=int, default=1,
                         help='video: zoomed palm tiles per frame, in turn (default 1; 0: all on full searches; '
                              'images: all)')
-    parser.add_argument('--person-tiles', type=int, default=1,
-                        help='person detector tiles per image side (default 1: whole frame; more for far people)')
+    parser.add_argument('--person-tiles', type=int, default=3,
+                        help='person detector tiles per image side besides the whole frame (default 3; 1: whole '
+                             'frame only); images: all tiles, video: one per full search, in turn')
     parser.add_argument('--max-people', type=int, default=4,
                         help='most people per frame for the body stage (default 4)')
     parser.add_argument('--full-search-period', type=int, default=10,

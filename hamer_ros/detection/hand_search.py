@@ -87,6 +87,11 @@ PALM_TILE_OVERLAP = 2.0
 # Tiles: edge strips under this share of a tile get no row or column of their own (one more row of tiles costs
 # a detector run per column; the whole-frame pass still sees the strip).
 TILE_EDGE_LEFT = 0.25
+# Person tiles: a person found on a tile whose region (1.25 x the body's extent) is larger than this x the tile is
+# dropped: the tile cut through someone the whole frame sees, and the pose from that part is a guess (on a 512 px
+# close-up photo, a pose-only box on no hand). A body that reaches a little beyond its tile (legs cut at the edge)
+# is kept: at 1.0 the dev set lost one small hand, at 1.5 none.
+PERSON_TILE_MAX_SHARE = 1.5
 PERSON_SAME_DISTANCE = 0.2    # same_person: hips closer than this x the person region's side
 # Full searches: the lite landmark model screens each body region at this fraction of the presence threshold
 # (HandSearch's lite_screen). On the dev set (test/data/scenes) it saved two thirds of the body stage's full-model
@@ -104,6 +109,15 @@ POSE_ONLY_FOREARM_FLOOR = 0.25
 # again, however long full_search_period is: a person who walks out leaves no hand behind for longer than that.
 POSE_ONLY_HOLD_FRAMES = 10
 POSE_ONLY_MIN_VISIBILITY = 0.9   # 0.8 lets an arm-hidden hand of a crossed-arms pose through (bus photo, JPEG)
+# Below POSE_ONLY_SMALL_SIZE px the landmark model cannot confirm even a clear hand (its presence is unreliable
+# there: 15 of 31 dev-set hands under 30 px confirmed in regions centred on them), so its silence says nothing
+# and the pose alone decides, at a lower visibility. On the dev set (test/data/scenes, person tiles 4), the pose-only
+# boxes under 30 px at visibility 0.8-0.9 all lay on annotated or unannotated people's hands; at 30 px and more,
+# two of five lay on no hand.
+POSE_ONLY_SMALL_SIZE = 30.0
+# merge_hands: a pose-only box whose centre lies within this x a confirmed hand's size of that hand's box is that hand.
+POSE_ONLY_NEAR_HAND = 0.5
+POSE_ONLY_SMALL_MIN_VISIBILITY = 0.8
 # Video mode, tracked frames: the palms a pyramid tile found (screened by the lite model) that the full model
 # confirms on the next frame, in place of that frame's tile. At 640x480 with four tracked hands, a frame that ran
 # a tile and then confirmed and refined a new hand took 26-29 ms on a 2-core CPU (two full-model runs after the
@@ -129,8 +143,11 @@ class HandSearch:
         every ceil(tiles / this) frames (640x480 has 19 tiles at palm_min_hand_size 24), a little later where a
         tracked frame confirms what the last tile found or its re-check needed the full model (no tile then);
         0: all tiles on every full search (and none in between). Image mode always runs every tile.
-    person_tiles: the same for the person detector (1: whole frame only; more finds people far away in large
-        frames, at one person-detector run per tile).
+    person_tiles: tiles per image side for the person detector, besides the whole frame (1: whole frame only;
+        more finds people far away, whom the detector's 224 px input of the whole frame shrinks too much: on the
+        dev set 3 found 14 of 33 hands under 30 px instead of 10, at 7 detector runs at 640x480 instead of 1).
+        Image mode runs every tile on every frame; video mode runs one tile per full search, in turn, with the
+        whole frame, so that a full search's cost stays within a real-time budget.
     max_people: most people the body stage follows per frame (the best-scoring ones).
     full_search_period: video mode: frames between full searches while every hand stays tracked (1: every frame).
         A full search skips the body wrists and palms at hands the tracked re-check confirmed on the same frame.
@@ -156,7 +173,7 @@ class HandSearch:
 
     def __init__(self, running_mode: str = 'image', num_hands: int = 8, body_stage: bool = True,
                  palm_stage: bool = True, palm_min_hand_size: float = 24.0, palm_tiles_per_frame: int = 1,
-                 person_tiles: int = 1, max_people: int = 4,
+                 person_tiles: int = 3, max_people: int = 4,
                  full_search_period: int = 10,
                  min_detection_confidence: float = 0.5, min_presence_confidence: float = 0.5,
                  min_tracking_confidence: float = 0.5, mirrored: bool = False, rgb_input: bool = False,
@@ -226,6 +243,7 @@ class HandSearch:
         self._postponed = False
         self._frames_since_full = 0
         self._tile_cursor = 0          # video mode: the pyramid tile the next frame starts with
+        self._person_cursor = 0        # video mode: the person tile the next full search runs
 
     def close(self) -> None:
         self._tracked, self._pending = [], []
@@ -290,8 +308,7 @@ class HandSearch:
         if full:
             self.full_searches += 1
             self._frames_since_full = 0
-            new, wrists, refined = self._full_search(rgb, person_tiles=not found, palm_tiles=palm_tiles,
-                                                     tracked=found, pending=pending)
+            new, wrists, refined = self._full_search(rgb, palm_tiles=palm_tiles, tracked=found, pending=pending)
             found = merge_hands(found + self._refine(rgb, merge_hands(new, 10 ** 6), wrists, refined),
                                 self.num_hands)
         else:
@@ -329,12 +346,11 @@ class HandSearch:
         self._tile_cursor = (start + budget) % len(tiles)
         return [tiles[(start + i) % len(tiles)] for i in range(budget)]
 
-    def _full_search(self, rgb: np.ndarray, person_tiles: bool, palm_tiles: List[Region],
+    def _full_search(self, rgb: np.ndarray, palm_tiles: List[Region],
                      tracked: Sequence[HandDetection] = (),
                      pending: Sequence[Tuple[Region, Optional[HandDetection]]] = ()):
         """(new hands, [(side, wrist px, visibility)] of the bodies' visible wrists, the new hands found in the
-        region of their own landmarks already). `person_tiles`: the person detector also runs on its tiles
-        (frames with nothing tracked); `palm_tiles`: the pyramid tiles the palm detector runs on; `tracked`: hands
+        region of their own landmarks already). `palm_tiles`: the pyramid tiles the palm detector runs on; `tracked`: hands
         the tracked re-check confirmed on this frame: a body wrist at one of them (`_at_wrist`) is not searched
         again, and no palm on one is confirmed again."""
         hands: List[HandDetection] = []
@@ -343,7 +359,7 @@ class HandSearch:
         if self.body_stage:
             start = time.perf_counter()
             candidates = []
-            for person in self._people(rgb, person_tiles):
+            for person in self._people(rgb):
                 for side, region, wrist, visibility, pose_hand in self._hand_regions_from_pose(rgb, person):
                     wrists.append((side, wrist, visibility))
                     candidates.append((region, wrist, pose_hand))
@@ -469,12 +485,14 @@ class HandSearch:
         self.last_timings['refine'] = time.perf_counter() - start
         return refined
 
-    def _people(self, rgb: np.ndarray, tiles: bool) -> List[Region]:
-        """Person regions from the BlazePose detector on the letterboxed whole frame (and, with `tiles` and
-        person_tiles > 1, on zoomed tiles: people far away are too small for it in the whole frame), best first,
-        one person seen by several tiles kept once (`same_person`), at most max_people."""
+    def _people(self, rgb: np.ndarray) -> List[Region]:
+        """Person regions from the BlazePose detector on the letterboxed whole frame and on zoomed tiles
+        (person_tiles > 1: people far away are too small for it in the whole frame; `_person_windows`), at most
+        max_people, one person seen by several windows kept once (`same_person`). The whole frame's people come
+        first, best first, then the tiles' (best first): a tile can cut through a person, and its region of that
+        person, even at a higher score, places the pose worse (the bus photo: a hand box 5 px off)."""
         people = []
-        for window in self._windows(rgb, self.person_tiles if tiles else 1):
+        for tile, window in enumerate(self._person_windows(rgb)):
             tensor, matrix = crop(rgb, window, 224, (-1.0, 1.0))
             raw_boxes, raw_scores = self._models['pose_detection'].run(tensor)
             for person in weighted_nms(decode_ssd(raw_boxes, raw_scores, self._pose_anchors, 224, 4,
@@ -482,13 +500,28 @@ class HandSearch:
                 points = to_image(person.keypoints, matrix)
                 # keypoint 0: mid-hip centre, 1: the point giving the body's size and rotation.
                 region = aligned_region(points[0], points[1], math.pi / 2).transformed(scale=1.25)
-                people.append((person.score, region))
-        people.sort(key=lambda p: -p[0])
+                if tile and region.size > PERSON_TILE_MAX_SHARE * window.size:
+                    # a person larger than the tile: the tile saw a part of someone the whole frame sees (a face
+                    # and shoulders), and the pose it gives from that part is a guess
+                    continue
+                people.append((tile > 0, -person.score, region))
+        people.sort(key=lambda p: p[:2])
         kept: List[Region] = []
-        for _, region in people:
+        for _, _, region in people:
             if not any(same_person(region, other) for other in kept):
                 kept.append(region)
         return kept[:self.max_people]
+
+    def _person_windows(self, rgb: np.ndarray) -> List[Region]:
+        """The person detector's windows this full search runs: the whole frame, and all the person tiles
+        (image mode) or the next one in turn (video mode)."""
+        windows = self._windows(rgb, self.person_tiles)
+        if self.running_mode == 'image' or len(windows) <= 2:
+            return windows
+        tiles = windows[1:]
+        start = self._person_cursor % len(tiles)
+        self._person_cursor = (start + 1) % len(tiles)
+        return [windows[0], tiles[start]]
 
     @staticmethod
     def _windows(rgb: np.ndarray, tiles: int) -> List[Region]:
@@ -552,7 +585,8 @@ class HandSearch:
             middle = wrist + (middle - wrist) * (POSE_ONLY_FOREARM_FLOOR * forearm / max(d, 1e-6))
             d = POSE_ONLY_FOREARM_FLOOR * forearm
         size = POSE_ONLY_BOX_SCALE * d
-        if visibility < POSE_ONLY_MIN_VISIBILITY or not 4.0 <= size < self.pose_only_max_size:
+        needed = POSE_ONLY_SMALL_MIN_VISIBILITY if size < POSE_ONLY_SMALL_SIZE else POSE_ONLY_MIN_VISIBILITY
+        if visibility < needed or not 4.0 <= size < self.pose_only_max_size:
             return None
         centre = wrist + POSE_ONLY_CENTRE_OFFSET * (middle - wrist)
         height, width = rgb.shape[:2]
@@ -722,12 +756,25 @@ def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
 
 def merge_hands(hands: List[HandDetection], limit: int) -> List[HandDetection]:
     """One detection per hand: among overlapping boxes (IoU > 0.3 or mostly contained) the highest presence
-    score wins; at most `limit`, best first."""
+    score wins; a pose-only hand (no landmarks) also gives way to a confirmed hand next to it
+    (`_pose_box_at_hand`); at most `limit`, best first."""
     kept: List[HandDetection] = []
-    for hand in sorted(hands, key=lambda h: -h.score):
-        if not any(_overlaps(hand.box_xyxy, other.box_xyxy) for other in kept):
+    for hand in sorted(hands, key=lambda h: (h.landmarks_2d is None, -h.score)):
+        if not any(_overlaps(hand.box_xyxy, other.box_xyxy)
+                   or (hand.landmarks_2d is None and other.landmarks_2d is not None
+                       and _pose_box_at_hand(hand.box_xyxy, other.box_xyxy)) for other in kept):
             kept.append(hand)
+    kept.sort(key=lambda h: -h.score)
     return kept[:limit]
+
+
+def _pose_box_at_hand(pose_box: np.ndarray, hand_box: np.ndarray) -> bool:
+    """Whether a pose-only box's centre lies within POSE_ONLY_NEAR_HAND of a confirmed hand's size from that hand's
+    box: the same hand, placed by a pose that is a hand size or so off (a person seen twice, by the whole frame
+    and a tile, with two poses; dev set, panoptic_nzsl: a pose-only box just above the confirmed hand)."""
+    margin = POSE_ONLY_NEAR_HAND * max(hand_box[2] - hand_box[0], hand_box[3] - hand_box[1])
+    cx, cy = 0.5 * (pose_box[0] + pose_box[2]), 0.5 * (pose_box[1] + pose_box[3])
+    return (hand_box[0] - margin <= cx <= hand_box[2] + margin) and (hand_box[1] - margin <= cy <= hand_box[3] + margin)
 
 
 def combine_sides(p_right: float, wrist_side: str) -> float:

@@ -133,9 +133,10 @@ PARAMETERS: Tuple[Param, ...] = (
           '(the whole pyramid is covered about every tiles / this frames: 19 at 640x480; a frame that confirms '
           'what the last tile found runs none); 0: all of them on every full search and none in between (image '
           'mode always runs all)', read_only=True, low=0, high=1000),
-    Param('detector.person_tiles', 1,
-          'search: person detector tiles per image side (1: whole frame; more finds people far away in large '
-          'frames, one detector run per tile)', read_only=True, low=1, high=6),
+    Param('detector.person_tiles', 3,
+          'search: person detector tiles per image side, besides the whole frame (1: whole frame only; more '
+          'finds people far away; one detector run per tile: 6 tiles at 640x480 with 3); video mode runs one '
+          'tile per full search, in turn (image mode all)', read_only=True, low=1, high=6),
     Param('detector.max_people', 4, 'search: most people per frame the body stage follows',
           read_only=True, low=1, high=32),
     Param('detector.full_search_period', 10,
