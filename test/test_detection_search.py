@@ -275,6 +275,22 @@ def test_person_tiles_find_the_small_hands_of_people_the_whole_frame_misses():
     assert [h.side for h in on(hands, far)] == ['left']
 
 
+def test_video_mode_keeps_what_each_person_tile_found_until_its_next_turn():
+    # coco_000000196141 streamed, a full search on every frame (one person tile each, in turn): the man at the
+    # right edge is found only by a tile. Once every tile has run, his left hand is reported on every frame, not
+    # only on the frames whose tile sees him.
+    image = cv2.imread(str(SCENES / 'coco_000000196141.jpg'))
+    scene = next(s for s in json.loads((SCENES / 'scenes.json').read_text())['scenes']
+                 if s['image'] == 'coco_000000196141.jpg')
+    far = next(h for h in scene['hands'] if h['box_xyxy'][0] > 500)
+    with HandSearch(running_mode='video', palm_stage=False, full_search_period=1) as video:
+        tiles = len(video._windows(image, video.person_tiles)) - 1
+        frames = [video.detect(image, timestamp_ms=33 * i) for i in range(3 * tiles)]
+        assert video.full_searches == 3 * tiles
+    on_far = [any(_on_hand(h.box_xyxy, far['box_xyxy']) for h in hands) for hands in frames]
+    assert all(on_far[tiles:]), on_far
+
+
 def test_video_mode_runs_one_person_tile_per_full_search_in_turn():
     # Every frame a full search (full_search_period 1): each runs the person detector on the whole frame and on
     # the next tile, so that a full search stays within its budget; image mode runs them all.
@@ -287,7 +303,7 @@ def test_video_mode_runs_one_person_tile_per_full_search_in_turn():
 
         def recorded(rgb):
             windows = original(rgb)
-            seen.append([(round(w.cx), round(w.cy), round(w.size)) for w in windows])
+            seen.append([(round(w.cx), round(w.cy), round(w.size)) for _, w in windows])
             return windows
         video._person_windows = recorded
         runs = _count_runs(video, 'pose_detection')
@@ -474,7 +490,7 @@ def test_people_side_by_side_stay_two_and_one_person_seen_twice_is_one():
     # the whole frame (hips about 130 px apart, person regions about 550 px wide).
     rgb = cv2.cvtColor(cv2.imread(str(SCENES / 'crowdpose_106848.jpg')), cv2.COLOR_BGR2RGB)
     with HandSearch(palm_stage=False, person_tiles=1) as body_only:
-        people = body_only._people(rgb)
+        people = [person for _, person in body_only._people(rgb)]
     assert len(people) == 2, [(p.cx, p.cy, p.size) for p in people]
     assert abs(people[0].cx - people[1].cx) > 100
 

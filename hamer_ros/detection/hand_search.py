@@ -244,9 +244,13 @@ class HandSearch:
         self._frames_since_full = 0
         self._tile_cursor = 0          # video mode: the pyramid tile the next frame starts with
         self._person_cursor = 0        # video mode: the person tile the next full search runs
+        # video mode: the people each person tile found when it last ran (tile number -> [(True, -score, tile, region)]),
+        # for the frame size they belong to
+        self._tile_people: Dict[int, list] = {}
+        self._tile_people_shape: Tuple[int, ...] = ()
 
     def close(self) -> None:
-        self._tracked, self._pending = [], []
+        self._tracked, self._pending, self._tile_people = [], [], {}
 
     def __enter__(self) -> 'HandSearch':
         return self
@@ -359,8 +363,11 @@ class HandSearch:
         if self.body_stage:
             start = time.perf_counter()
             candidates = []
-            for person in self._people(rgb):
-                for side, region, wrist, visibility, pose_hand in self._hand_regions_from_pose(rgb, person):
+            for tile, person in self._people(rgb):
+                from_pose = self._hand_regions_from_pose(rgb, person)
+                if tile and not from_pose:
+                    self._forget_tile_person(tile, person)
+                for side, region, wrist, visibility, pose_hand in from_pose:
                     wrists.append((side, wrist, visibility))
                     candidates.append((region, wrist, pose_hand))
             self.last_timings['body_pose'] = time.perf_counter() - start
@@ -485,14 +492,18 @@ class HandSearch:
         self.last_timings['refine'] = time.perf_counter() - start
         return refined
 
-    def _people(self, rgb: np.ndarray) -> List[Region]:
-        """Person regions from the BlazePose detector on the letterboxed whole frame and on zoomed tiles
+    def _people(self, rgb: np.ndarray) -> List[Tuple[int, Region]]:
+        """(window number: 0 the whole frame, 1... a tile; person region) from the BlazePose detector on the letterboxed whole frame and on zoomed tiles
         (person_tiles > 1: people far away are too small for it in the whole frame; `_person_windows`), at most
         max_people, one person seen by several windows kept once (`same_person`). The whole frame's people come
         first, best first, then the tiles' (best first): a tile can cut through a person, and its region of that
-        person, even at a higher score, places the pose worse (the bus photo: a hand box 5 px off)."""
-        people = []
-        for tile, window in enumerate(self._person_windows(rgb)):
+        person, even at a higher score, places the pose worse (the bus photo: a hand box 5 px off). Video mode
+        runs one tile per full search and keeps what each tile found until that tile runs again: a person only a
+        tile finds, and the hands the pose gives them, stay from one full search to the next instead of blinking
+        with the tiles' turn (a kept person in whom the pose sees no wrist is dropped, `_forget_tile_person`)."""
+        found: Dict[int, list] = {}
+        for tile, window in self._person_windows(rgb):
+            found[tile] = []
             tensor, matrix = crop(rgb, window, 224, (-1.0, 1.0))
             raw_boxes, raw_scores = self._models['pose_detection'].run(tensor)
             for person in weighted_nms(decode_ssd(raw_boxes, raw_scores, self._pose_anchors, 224, 4,
@@ -504,24 +515,37 @@ class HandSearch:
                     # a person larger than the tile: the tile saw a part of someone the whole frame sees (a face
                     # and shoulders), and the pose it gives from that part is a guess
                     continue
-                people.append((tile > 0, -person.score, region))
+                found[tile].append((tile > 0, -person.score, tile, region))
+        if self.running_mode == 'video':
+            if self._tile_people_shape != rgb.shape:
+                self._tile_people = {}
+            self._tile_people.update({tile: people for tile, people in found.items() if tile > 0})
+            self._tile_people_shape = rgb.shape
+            found = {0: found.get(0, []), **self._tile_people}
+        people = [person for tile_people in found.values() for person in tile_people]
         people.sort(key=lambda p: p[:2])
-        kept: List[Region] = []
-        for _, _, region in people:
-            if not any(same_person(region, other) for other in kept):
-                kept.append(region)
+        kept: List[Tuple[int, Region]] = []
+        for _, _, tile, region in people:
+            if not any(same_person(region, other) for _, other in kept):
+                kept.append((tile, region))
         return kept[:self.max_people]
 
-    def _person_windows(self, rgb: np.ndarray) -> List[Region]:
-        """The person detector's windows this full search runs: the whole frame, and all the person tiles
-        (image mode) or the next one in turn (video mode)."""
-        windows = self._windows(rgb, self.person_tiles)
+    def _forget_tile_person(self, tile: int, region: Region) -> None:
+        """Video mode: a person a tile found in whom the pose sees no wrist is not kept for the next full
+        searches (each kept person costs a pose-landmark run, about 8 ms on a 2-core CPU); the tile finds them again
+        on its next turn."""
+        if tile in self._tile_people:
+            self._tile_people[tile] = [p for p in self._tile_people[tile] if p[3] is not region]
+
+    def _person_windows(self, rgb: np.ndarray) -> List[Tuple[int, Region]]:
+        """The person detector's windows this full search runs, numbered (0: the whole frame, 1...: the tiles):
+        the whole frame, and all the person tiles (image mode) or the next one in turn (video mode)."""
+        windows = list(enumerate(self._windows(rgb, self.person_tiles)))
         if self.running_mode == 'image' or len(windows) <= 2:
             return windows
-        tiles = windows[1:]
-        start = self._person_cursor % len(tiles)
-        self._person_cursor = (start + 1) % len(tiles)
-        return [windows[0], tiles[start]]
+        start = self._person_cursor % (len(windows) - 1)
+        self._person_cursor = (start + 1) % (len(windows) - 1)
+        return [windows[0], windows[1 + start]]
 
     @staticmethod
     def _windows(rgb: np.ndarray, tiles: int) -> List[Region]:
