@@ -111,13 +111,13 @@ POSE_ONLY_HOLD_FRAMES = 10
 POSE_ONLY_MIN_VISIBILITY = 0.9   # 0.8 lets an arm-hidden hand of a crossed-arms pose through (bus photo, JPEG)
 # Below POSE_ONLY_SMALL_SIZE px the landmark model cannot confirm even a clear hand (its presence is unreliable
 # there: 15 of 31 dev-set hands under 30 px confirmed in regions centred on them), so its silence says nothing
-# and the pose alone decides, at a lower visibility. On the dev set (test/data/scenes, person tiles 4), the pose-only
+# and the pose alone decides, at a lower visibility. On the dev set (test/data/scenes, person tiles 3), the pose-only
 # boxes under 30 px at visibility 0.8-0.9 all lay on annotated or unannotated people's hands; at 30 px and more,
 # two of five lay on no hand.
 POSE_ONLY_SMALL_SIZE = 30.0
+POSE_ONLY_SMALL_MIN_VISIBILITY = 0.8
 # merge_hands: a pose-only box whose centre lies within this x a confirmed hand's size of that hand's box is that hand.
 POSE_ONLY_NEAR_HAND = 0.5
-POSE_ONLY_SMALL_MIN_VISIBILITY = 0.8
 # Video mode, tracked frames: the palms a pyramid tile found (screened by the lite model) that the full model
 # confirms on the next frame, in place of that frame's tile. At 640x480 with four tracked hands, a frame that ran
 # a tile and then confirmed and refined a new hand took 26-29 ms on a 2-core CPU (two full-model runs after the
@@ -244,8 +244,8 @@ class HandSearch:
         self._frames_since_full = 0
         self._tile_cursor = 0          # video mode: the pyramid tile the next frame starts with
         self._person_cursor = 0        # video mode: the person tile the next full search runs
-        # video mode: the people each person tile found when it last ran (tile number -> [(True, -score, tile, region)]),
-        # for the frame size they belong to
+        # video mode: the people each person tile found when it last ran (tile number -> [(score, region)]), for
+        # the frame size they belong to
         self._tile_people: Dict[int, list] = {}
         self._tile_people_shape: Tuple[int, ...] = ()
 
@@ -354,9 +354,9 @@ class HandSearch:
                      tracked: Sequence[HandDetection] = (),
                      pending: Sequence[Tuple[Region, Optional[HandDetection]]] = ()):
         """(new hands, [(side, wrist px, visibility)] of the bodies' visible wrists, the new hands found in the
-        region of their own landmarks already). `palm_tiles`: the pyramid tiles the palm detector runs on; `tracked`: hands
-        the tracked re-check confirmed on this frame: a body wrist at one of them (`_at_wrist`) is not searched
-        again, and no palm on one is confirmed again."""
+        region of their own landmarks already). `palm_tiles`: the pyramid tiles the palm detector runs on;
+        `tracked`: hands the tracked re-check confirmed on this frame: a body wrist at one of them (`_at_wrist`) is
+        not searched again, and no palm on one is confirmed again."""
         hands: List[HandDetection] = []
         wrists: List[Tuple[str, np.ndarray, float]] = []
         refined: List[HandDetection] = []
@@ -493,14 +493,15 @@ class HandSearch:
         return refined
 
     def _people(self, rgb: np.ndarray) -> List[Tuple[int, Region]]:
-        """(window number: 0 the whole frame, 1... a tile; person region) from the BlazePose detector on the letterboxed whole frame and on zoomed tiles
-        (person_tiles > 1: people far away are too small for it in the whole frame; `_person_windows`), at most
-        max_people, one person seen by several windows kept once (`same_person`). The whole frame's people come
-        first, best first, then the tiles' (best first): a tile can cut through a person, and its region of that
-        person, even at a higher score, places the pose worse (the bus photo: a hand box 5 px off). Video mode
-        runs one tile per full search and keeps what each tile found until that tile runs again: a person only a
-        tile finds, and the hands the pose gives them, stay from one full search to the next instead of blinking
-        with the tiles' turn (a kept person in whom the pose sees no wrist is dropped, `_forget_tile_person`)."""
+        """(window number: 0 the whole frame, 1... a tile; person region) from the BlazePose detector on the
+        letterboxed whole frame and on zoomed tiles (person_tiles > 1: people far away are too small for it in the
+        whole frame; `_person_windows`), at most max_people, one person seen by several windows kept once
+        (`same_person`). The whole frame's people come first, best first, then the tiles' (best first): a tile can
+        cut through a person, and its region of that person, even at a higher score, places the pose worse (the bus
+        photo: a hand box 5 px off). Video mode runs one tile per full search and keeps what each tile found until
+        that tile runs again: a person only a tile finds, and the hands the pose gives them, stay from one full
+        search to the next instead of blinking with the tiles' turn (a kept person in whom the pose sees no wrist is
+        dropped, `_forget_tile_person`)."""
         found: Dict[int, list] = {}
         for tile, window in self._person_windows(rgb):
             found[tile] = []
@@ -515,17 +516,17 @@ class HandSearch:
                     # a person larger than the tile: the tile saw a part of someone the whole frame sees (a face
                     # and shoulders), and the pose it gives from that part is a guess
                     continue
-                found[tile].append((tile > 0, -person.score, tile, region))
+                found[tile].append((person.score, region))
         if self.running_mode == 'video':
             if self._tile_people_shape != rgb.shape:
                 self._tile_people = {}
             self._tile_people.update({tile: people for tile, people in found.items() if tile > 0})
             self._tile_people_shape = rgb.shape
             found = {0: found.get(0, []), **self._tile_people}
-        people = [person for tile_people in found.values() for person in tile_people]
-        people.sort(key=lambda p: p[:2])
+        people = [(tile, score, region) for tile, tile_people in found.items() for score, region in tile_people]
+        people.sort(key=lambda p: (p[0] > 0, -p[1]))         # the whole frame's first, then best first
         kept: List[Tuple[int, Region]] = []
-        for _, _, tile, region in people:
+        for tile, _, region in people:
             if not any(same_person(region, other) for _, other in kept):
                 kept.append((tile, region))
         return kept[:self.max_people]
@@ -535,7 +536,7 @@ class HandSearch:
         searches (each kept person costs a pose-landmark run, about 8 ms on a 2-core CPU); the tile finds them again
         on its next turn."""
         if tile in self._tile_people:
-            self._tile_people[tile] = [p for p in self._tile_people[tile] if p[3] is not region]
+            self._tile_people[tile] = [p for p in self._tile_people[tile] if p[1] is not region]
 
     def _person_windows(self, rgb: np.ndarray) -> List[Tuple[int, Region]]:
         """The person detector's windows this full search runs, numbered (0: the whole frame, 1...: the tiles):
