@@ -576,6 +576,35 @@ def test_video_mode_rechecks_tracked_hands_and_searches_fully_every_period(sampl
         assert stages[1] == stages[2] == stages[3] == ['tracked']
 
 
+def test_a_tracked_hand_that_vanishes_brings_the_full_search_at_once(sample_photo):
+    # bus_man_both streamed: both hands are found on frame 0 and followed on frames 1-2; on frame 3 the left hand
+    # is painted over, and that frame runs the full search (not the one 10 frames on)
+    image = cv2.imread(str(sample_photo('bus_man_both')))
+    left = RECORDED_BOXES['bus_man_both']['left']
+    hidden = image.copy()
+    hidden[left[1] - 10:left[3] + 10, left[0] - 10:left[2] + 10] = 128
+    with HandSearch(running_mode='video', palm_min_hand_size=0) as video:
+        searched = []
+        for i, frame in enumerate([image, image, image, hidden]):
+            before = video.full_searches
+            hands = video.detect(frame, timestamp_ms=33 * i)
+            searched.append(video.full_searches > before)
+        assert searched == [True, False, False, True]
+        assert [h.side for h in hands] == ['right']
+
+
+def test_a_hand_new_from_the_full_search_that_fails_its_first_recheck_waits_for_the_next_full_search():
+    # posetrack18_012834 (1920x1080, a crowd) streamed as a still video: the body stage finds a hand at about
+    # (1712, 426) that the tracked re-check drops on the next frame. Treated as a lost hand, it brought a full
+    # search (90 ms a frame here instead of 12-17) on every frame; now the full searches keep their period
+    # (full_search_period 10: frames 0, 10 and 20, and those after a followed hand is lost).
+    image = cv2.imread(str(SCENES / 'posetrack18_012834.jpg'))
+    with HandSearch(running_mode='video') as video:
+        frames = [video.detect(image, timestamp_ms=33 * i) for i in range(30)]
+        assert video.full_searches <= 6, video.full_searches
+    assert all(frames[9:]), [len(hands) for hands in frames]
+
+
 def test_a_periodic_full_search_does_not_search_again_for_the_hands_it_tracks():
     # crowdpose_106848 streamed as a still video, a full search every 3 frames: frame 0 finds the three hands (body
     # and palm stages). On the periodic full searches (frames 3 and 6) the re-check has just confirmed all three:

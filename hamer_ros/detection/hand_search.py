@@ -236,6 +236,8 @@ class HandSearch:
     # ------------------------------------------------------------------ public API
     def reset(self) -> None:
         self._tracked: List[HandDetection] = []
+        # video mode: the tracked hands that are new on the last frame (no hand re-checked there overlaps them)
+        self._new: List[HandDetection] = []
         # video mode: palm regions a tracked frame's pyramid tile found and the lite model passed, with the lite
         # model's hand (or None), left to the next frame to confirm; and the frame size they belong to
         self._pending: List[Tuple[Region, Optional[HandDetection]]] = []
@@ -250,7 +252,7 @@ class HandSearch:
         self._tile_people_shape: Tuple[int, ...] = ()
 
     def close(self) -> None:
-        self._tracked, self._pending, self._tile_people = [], [], {}
+        self._tracked, self._new, self._pending, self._tile_people = [], [], [], {}
 
     def __enter__(self) -> 'HandSearch':
         return self
@@ -265,6 +267,7 @@ class HandSearch:
         timings = self.last_timings = {}
         found: List[HandDetection] = []
         held: List[HandDetection] = []
+        rechecked: List[HandDetection] = []     # video mode: the tracked hands this frame's re-check confirmed
         lost = False
         rescued = False
         if self.running_mode == 'video' and self._tracked:
@@ -280,11 +283,17 @@ class HandSearch:
                     rescued = True
                 if confirmed is not None:
                     found.append(confirmed)
-                else:
+                elif not any(hand is new for new in self._new):
+                    # a hand followed since an earlier frame is gone: look for it at once. A hand new on the last
+                    # frame that fails its first re-check is not (the body or palm stage confirmed a region that
+                    # the landmark model does not hold on to): a full search would find it and lose it again on
+                    # every frame (dev set, posetrack18_012834), so it waits for the next scheduled full search
                     lost = True
             timings['tracked'] = time.perf_counter() - start
+            rechecked = list(found)
+            confirmed_count = len(found)
             found = merge_hands(found, self.num_hands)
-            lost = lost or len(found) < sum(h.landmarks_2d is not None for h in self._tracked)
+            lost = lost or len(found) < confirmed_count
             # pose-only hands have no landmarks to re-check: they are held where the body put them until the next
             # full search (at most full_search_period or POSE_ONLY_HOLD_FRAMES frames), so that they neither blink
             # out on tracked frames nor force a full search on every frame
@@ -333,6 +342,8 @@ class HandSearch:
             found = merge_hands(found + held, self.num_hands)
         self._pending_shape = rgb.shape
         self._tracked = list(found) if self.running_mode == 'video' else []
+        self._new = [h for h in self._tracked
+                     if not any(_overlaps(h.box_xyxy, other.box_xyxy) for other in rechecked)]
         return list(found)
 
     # ------------------------------------------------------------------ stages
