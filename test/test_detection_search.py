@@ -605,6 +605,24 @@ def test_a_hand_new_from_the_full_search_that_fails_its_first_recheck_waits_for_
     assert all(frames[9:]), [len(hands) for hands in frames]
 
 
+def test_a_tracked_hand_keeps_the_side_the_body_gave_it_between_full_searches():
+    # aic_ff945 streamed: the full search finds the right hand at about (770, 300) in the body's region, at the
+    # person's right wrist; in the tracked region the hand model alone says left at about 0.9. Each tracked
+    # frame gave that answer alone, so the hand was 'right' on full-search frames and 'left' in between. Its side
+    # now rests on the hand model's answers averaged over the track and the body's wrist, which stays right.
+    image = cv2.imread(str(SCENES / 'aic_ff945ae2e729f24eea992814639d59b3bdec8bd8.jpg'))
+    hand_box = [747, 273, 801, 327]
+    with HandSearch(running_mode='video') as video:
+        sides = []
+        for i in range(20):
+            on_hand = [h for h in video.detect(image, timestamp_ms=33 * i) if _on_hand(h.box_xyxy, hand_box)]
+            assert len(on_hand) == 1, i
+            sides.append((on_hand[0].stage, on_hand[0].side))
+        assert video.full_searches == 2
+    assert sum(stage == 'tracked' for stage, _ in sides) == 18
+    assert all(side == 'right' for _, side in sides), sides
+
+
 def test_a_periodic_full_search_does_not_search_again_for_the_hands_it_tracks():
     # crowdpose_106848 streamed as a still video, a full search every 3 frames: frame 0 finds the three hands (body
     # and palm stages). On the periodic full searches (frames 3 and 6) the re-check has just confirmed all three:

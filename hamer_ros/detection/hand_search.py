@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -123,6 +123,13 @@ POSE_ONLY_NEAR_HAND = 0.5
 # a tile and then confirmed and refined a new hand took 26-29 ms on a 2-core CPU (two full-model runs after the
 # tile; docs/performance.md).
 PENDING_PER_FRAME = 1
+# Video mode: a tracked hand's side. The hand model's answers on one hand from frame to frame are one opinion seen
+# again, not new evidence, and the body's wrist, its second opinion, is seen on full searches only. So a tracked
+# hand's P(right) is the mean of the hand model's log-odds over its last SIDE_MEMORY_FRAMES frames, plus the
+# log-odds of the body's wrist last seen at it (combine_sides; a full search that sees no wrist there keeps the
+# last one). Before, each tracked frame gave the hand model's answer alone: on the dev set streamed (aic_ff945), a
+# hand the wrist had put right on the full search went to the wrong side on every frame in between.
+SIDE_MEMORY_FRAMES = 10
 
 
 def _sigmoid(x):
@@ -238,6 +245,9 @@ class HandSearch:
         self._tracked: List[HandDetection] = []
         # video mode: the tracked hands that are new on the last frame (no hand re-checked there overlaps them)
         self._new: List[HandDetection] = []
+        # video mode: each tracked hand's side evidence (id of the hand -> _SideEvidence), and this frame's
+        self._sides: Dict[int, _SideEvidence] = {}
+        self._frame_sides: Dict[int, _SideEvidence] = {}
         # video mode: palm regions a tracked frame's pyramid tile found and the lite model passed, with the lite
         # model's hand (or None), left to the next frame to confirm; and the frame size they belong to
         self._pending: List[Tuple[Region, Optional[HandDetection]]] = []
@@ -253,6 +263,7 @@ class HandSearch:
 
     def close(self) -> None:
         self._tracked, self._new, self._pending, self._tile_people = [], [], [], {}
+        self._sides, self._frame_sides = {}, {}
 
     def __enter__(self) -> 'HandSearch':
         return self
@@ -268,6 +279,7 @@ class HandSearch:
         found: List[HandDetection] = []
         held: List[HandDetection] = []
         rechecked: List[HandDetection] = []     # video mode: the tracked hands this frame's re-check confirmed
+        self._frame_sides = {}
         lost = False
         rescued = False
         if self.running_mode == 'video' and self._tracked:
@@ -282,7 +294,7 @@ class HandSearch:
                     confirmed = self._confirm(rgb, region, STAGE_TRACKED, self.min_tracking_confidence)
                     rescued = True
                 if confirmed is not None:
-                    found.append(confirmed)
+                    found.append(self._keep_side(confirmed, self._sides.get(id(hand))))
                 elif not any(hand is new for new in self._new):
                     # a hand followed since an earlier frame is gone: look for it at once. A hand new on the last
                     # frame that fails its first re-check is not (the body or palm stage confirmed a region that
@@ -322,6 +334,11 @@ class HandSearch:
             self.full_searches += 1
             self._frames_since_full = 0
             new, wrists, refined = self._full_search(rgb, palm_tiles=palm_tiles, tracked=found, pending=pending)
+            for hand in found:
+                # a tracked hand at a body's wrist: that wrist is its second opinion from now on
+                side, evidence = _wrist_side(hand, wrists), self._frame_sides.get(id(hand))
+                if side is not None and evidence is not None:
+                    self._side_evidence(hand, evidence._replace(wrist_side=side))
             found = merge_hands(found + self._refine(rgb, merge_hands(new, 10 ** 6), wrists, refined),
                                 self.num_hands)
         else:
@@ -342,6 +359,7 @@ class HandSearch:
             found = merge_hands(found + held, self.num_hands)
         self._pending_shape = rgb.shape
         self._tracked = list(found) if self.running_mode == 'video' else []
+        self._sides = {id(h): self._frame_sides[id(h)] for h in self._tracked if id(h) in self._frame_sides}
         self._new = [h for h in self._tracked
                      if not any(_overlaps(h.box_xyxy, other.box_xyxy) for other in rechecked)]
         return list(found)
@@ -496,10 +514,10 @@ class HandSearch:
         for hand in hands:
             if hand.landmarks_2d is None or any(hand is other for other in refined_already):
                 # a pose-only hand has nothing to refine
-                refined.append(_side_from_wrists(hand, wrists))
+                refined.append(self._side_from_wrists(hand, wrists))
                 continue
             again = self._confirm(rgb, tracking_region(hand.landmarks_2d), hand.stage, self.min_presence_confidence)
-            refined.append(_side_from_wrists(again if again is not None else hand, wrists))
+            refined.append(self._side_from_wrists(again if again is not None else hand, wrists))
         self.last_timings['refine'] = time.perf_counter() - start
         return refined
 
@@ -697,6 +715,35 @@ class HandSearch:
         return HandDetection(box_xyxy=box, side=side, side_score=max(p_right, 1.0 - p_right), score=presence,
                              landmarks_2d=points, landmarks_world=world, stage=stage)
 
+    # ------------------------------------------------------------------ sides
+    def _side_from_wrists(self, hand: HandDetection, wrists) -> HandDetection:
+        """A new hand's side: the hand model's, with the side of a body's wrist at it (`_wrist_side`) as a second
+        opinion (`combine_sides`); video mode keeps the evidence for the frames that track it (`_keep_side`)."""
+        if hand.landmarks_2d is None:
+            return hand
+        return self._side_evidence(hand, _SideEvidence(_model_logit(hand), 1, _wrist_side(hand, wrists)))
+
+    def _keep_side(self, hand: HandDetection, before: Optional['_SideEvidence']) -> HandDetection:
+        """A tracked hand confirmed again (`hand`, the hand model's side of this frame): its side from the hand
+        model's log-odds averaged over its last SIDE_MEMORY_FRAMES frames, with the body's wrist last seen at it
+        (`before`: the evidence the hand had on the last frame, None for none)."""
+        logit = _model_logit(hand)
+        if before is None:
+            return self._side_evidence(hand, _SideEvidence(logit, 1, None))
+        frames = min(before.frames + 1, SIDE_MEMORY_FRAMES)
+        mean = before.model_logit + (logit - before.model_logit) / frames
+        return self._side_evidence(hand, _SideEvidence(mean, frames, before.wrist_side))
+
+    def _side_evidence(self, hand: HandDetection, evidence: '_SideEvidence') -> HandDetection:
+        """Sets `hand`'s side and side_score from `evidence`, and records the evidence for the next frame."""
+        self._frame_sides[id(hand)] = evidence
+        p_right = 1.0 / (1.0 + math.exp(-evidence.model_logit))
+        if evidence.wrist_side is not None:
+            p_right = combine_sides(p_right, evidence.wrist_side)
+        hand.side = 'right' if p_right >= 0.5 else 'left'
+        hand.side_score = max(p_right, 1.0 - p_right)
+        return hand
+
     # ------------------------------------------------------------------ helpers
     def _mirror_side(self, side: str) -> str:
         # Pose landmarks name the subject's own side in a normal image; a mirrored image swaps them.
@@ -821,19 +868,28 @@ def combine_sides(p_right: float, wrist_side: str) -> float:
     return 1.0 / (1.0 + math.exp(-logit))
 
 
-def _side_from_wrists(hand: HandDetection, wrists) -> HandDetection:
-    """A hand whose wrist landmark lies next to a body's wrist (within half the hand's size) gets that wrist's
-    side as a second opinion (`combine_sides`)."""
+class _SideEvidence(NamedTuple):
+    """What a hand's side rests on: the hand model's log-odds of 'right' (the mean over `frames` frames), and the
+    side of the body's wrist at the hand (None: none)."""
+    model_logit: float
+    frames: int
+    wrist_side: Optional[str]
+
+
+def _model_logit(hand: HandDetection) -> float:
+    """The log-odds of 'right' of a hand as the hand model gave it."""
+    p = min(max(hand.side_score if hand.side == 'right' else 1.0 - hand.side_score, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def _wrist_side(hand: HandDetection, wrists) -> Optional[str]:
+    """The side of the body's wrist nearest a hand's wrist landmark when it lies within half the hand's size of
+    it (`_at_wrist`), else None."""
     if not wrists or hand.landmarks_2d is None:
-        return hand
+        return None
     side, wrist = min(((side, wrist) for side, wrist, _ in wrists),
                       key=lambda w: (float(np.linalg.norm(hand.landmarks_2d[0] - w[1])), w[0]))
-    if not _at_wrist(hand, wrist):
-        return hand
-    p_right = combine_sides(hand.side_score if hand.side == 'right' else 1.0 - hand.side_score, side)
-    hand.side = 'right' if p_right >= 0.5 else 'left'
-    hand.side_score = max(p_right, 1.0 - p_right)
-    return hand
+    return side if _at_wrist(hand, wrist) else None
 
 
 def _at_wrist(hand: HandDetection, wrist: np.ndarray) -> bool:
