@@ -303,9 +303,8 @@ class HandSearch:
                     lost = True
             timings['tracked'] = time.perf_counter() - start
             rechecked = list(found)
-            confirmed_count = len(found)
             found = merge_hands(found, self.num_hands)
-            lost = lost or len(found) < confirmed_count
+            lost = lost or len(found) < len(rechecked)
             # pose-only hands have no landmarks to re-check: they are held where the body put them until the next
             # full search (at most full_search_period or POSE_ONLY_HOLD_FRAMES frames), so that they neither blink
             # out on tracked frames nor force a full search on every frame
@@ -862,10 +861,14 @@ def _pose_box_at_hand(pose_box: np.ndarray, hand_box: np.ndarray) -> bool:
 
 def combine_sides(p_right: float, wrist_side: str) -> float:
     """P(right) from the hand model's P(right) and the side of the body's wrist at the hand (log-odds added)."""
-    p = min(max(p_right, 1e-6), 1 - 1e-6)
     wrist = _BODY_SIDE_CONFIDENCE if wrist_side == 'right' else 1.0 - _BODY_SIDE_CONFIDENCE
-    logit = math.log(p / (1 - p)) + math.log(wrist / (1 - wrist))
-    return 1.0 / (1.0 + math.exp(-logit))
+    return 1.0 / (1.0 + math.exp(-(_logit(p_right) + _logit(wrist))))
+
+
+def _logit(p: float) -> float:
+    """log(p / (1 - p)), p clipped to [1e-6, 1 - 1e-6]."""
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
 
 
 class _SideEvidence(NamedTuple):
@@ -878,8 +881,7 @@ class _SideEvidence(NamedTuple):
 
 def _model_logit(hand: HandDetection) -> float:
     """The log-odds of 'right' of a hand as the hand model gave it."""
-    p = min(max(hand.side_score if hand.side == 'right' else 1.0 - hand.side_score, 1e-6), 1 - 1e-6)
-    return math.log(p / (1 - p))
+    return _logit(hand.side_score if hand.side == 'right' else 1.0 - hand.side_score)
 
 
 def _wrist_side(hand: HandDetection, wrists) -> Optional[str]:
