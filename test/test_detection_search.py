@@ -2,6 +2,7 @@
 with several people where the body-guided stage finds hands the palm detector misses, merging across stages,
 tracked video mode, LiteRT missing -> palm-only with a message, and the stage in `detect`'s JSON."""
 import argparse
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -341,6 +342,44 @@ def test_a_large_fist_the_landmark_model_never_confirms_is_found_from_the_pose_a
     assert fist[0].box_xyxy[2] - fist[0].box_xyxy[0] > 80
     with HandSearch(pose_only_max_size=40.0) as capped:
         assert on_fist(capped.detect(image)) == []
+
+
+# posetrack18_003418: the palm detector and the landmark model take the lying man's left ear (the back of his
+# head, about 50 px) for a hand at presence 0.92; his pose puts both wrists far from it (his right fist raised).
+EAR = [521, 449, 567, 504]
+
+
+def test_a_palm_on_a_head_that_no_arm_reaches_is_dropped(search):
+    image = cv2.imread(str(SCENES / 'posetrack18_003418.jpg'))
+    before = search.heads_dropped
+    hands = search.detect(image)
+    assert _found(hands, EAR, 0.3) == []
+    assert search.heads_dropped == before + 1
+    # the same frame's other hands stay: the raised fist (pose-only) and the palm-stage hands of the spectators
+    assert any(h.stage == 'body' and h.side == 'right' and h.box_xyxy[1] < 150 for h in hands)
+    assert sum(h.stage == 'palm' for h in hands) >= 2
+    # without the body stage there is no head to rule it out, and the ear is reported (the drop is the body's)
+    with HandSearch(body_stage=False) as palm_only:
+        assert len(_found(palm_only.detect(image), EAR, 0.3)) == 1
+
+
+def test_a_hand_on_a_head_with_a_wrist_next_to_it_is_kept(search):
+    # the rule on its own: a palm-stage hand at a head is dropped only when every body's wrist is out of reach
+    # (HEAD_REACH x the hand's size from its centre), whichever body the wrist belongs to
+    shape = (480, 640, 3)
+    head = np.array([300.0, 100.0, 380.0, 190.0])
+    hand = HandDetection(box_xyxy=np.array([330.0, 150.0, 370.0, 190.0]), side='right', side_score=0.9, score=0.9,
+                         stage='palm')
+    try:
+        search._heads = ([head], [np.array([100.0, 400.0]), np.array([360.0, 240.0])], shape)   # 71 px < 2 x 40
+        assert not search._on_a_head_out_of_reach(hand, shape)
+        search._heads = ([head], [np.array([100.0, 400.0]), np.array([360.0, 300.0])], shape)   # 130 px > 80
+        assert search._on_a_head_out_of_reach(hand, shape)
+        assert not search._on_a_head_out_of_reach(hand, (720, 1280, 3))      # heads of another frame size
+        beside = dataclasses.replace(hand, box_xyxy=np.array([390.0, 150.0, 430.0, 190.0]))   # right of the head
+        assert not search._on_a_head_out_of_reach(beside, shape)
+    finally:
+        search.reset()
 
 
 def test_video_mode_holds_a_pose_only_hand_until_the_next_full_search():

@@ -130,6 +130,10 @@ PENDING_PER_FRAME = 1
 # last one). Before, each tracked frame gave the hand model's answer alone: on the dev set streamed (aic_ff945), a
 # hand the wrist had put right on the full search went to the wrong side on every frame in between.
 SIDE_MEMORY_FRAMES = 10
+# A palm-stage hand on a body's head (the box of the pose's face points, grown by HEAD_MARGIN of its longer side
+# each way) with no body's wrist within HEAD_REACH x the hand's size is dropped (`_on_a_head_out_of_reach`).
+HEAD_MARGIN = 0.25
+HEAD_REACH = 2.0
 
 
 def _sigmoid(x):
@@ -238,6 +242,7 @@ class HandSearch:
         self._pose_anchors = ssd_anchors(224, (8, 16, 32, 32, 32))
         self.last_timings: Dict[str, float] = {}      # seconds per stage of the last frame
         self.full_searches = 0
+        self.heads_dropped = 0       # palm-stage hands dropped as a head out of any arm's reach, since start
         self.reset()
 
     # ------------------------------------------------------------------ public API
@@ -254,6 +259,8 @@ class HandSearch:
         self._pending_shape: Tuple[int, ...] = ()
         self._postponed = False
         self._frames_since_full = 0
+        # the last full search's heads (boxes), all its bodies' wrists (px) and the frame size they belong to
+        self._heads: Tuple[List[np.ndarray], List[np.ndarray], Tuple[int, ...]] = ([], [], ())
         self._tile_cursor = 0          # video mode: the pyramid tile the next frame starts with
         self._person_cursor = 0        # video mode: the person tile the next full search runs
         # video mode: the people each person tile found when it last ran (tile number -> [(score, region)]), for
@@ -391,8 +398,13 @@ class HandSearch:
         if self.body_stage:
             start = time.perf_counter()
             candidates = []
+            heads: List[np.ndarray] = []
+            arms: List[np.ndarray] = []
             for tile, person in self._people(rgb):
-                from_pose = self._hand_regions_from_pose(rgb, person)
+                from_pose, head, person_wrists = self._hand_regions_from_pose(rgb, person)
+                if head is not None:
+                    heads.append(head)
+                    arms += person_wrists
                 if tile and not from_pose:
                     self._forget_tile_person(tile, person)
                 for side, region, wrist, visibility, pose_hand in from_pose:
@@ -411,6 +423,7 @@ class HandSearch:
                 if hand is not None:
                     hands.append(hand)
             self.last_timings['body_hands'] = time.perf_counter() - start
+            self._heads = (heads, arms, rgb.shape)
         if self.palm_stage:
             palm_hands, palm_refined = self._palm_hands(rgb, palm_tiles, list(tracked) + hands, pending=pending)
             hands += palm_hands
@@ -445,6 +458,9 @@ class HandSearch:
                     defer.append((region, lite))
                     continue
             hand, in_own_region = self._palm_hand(rgb, region, lite)
+            if hand is not None and self._on_a_head_out_of_reach(hand, rgb.shape):
+                self.heads_dropped += 1
+                continue
             if hand is not None:
                 new.append(hand)
                 known.append(hand)
@@ -594,14 +610,21 @@ class HandSearch:
         return windows
 
     def _hand_regions_from_pose(self, rgb: np.ndarray, person: Region):
-        """(side, hand region, wrist px, wrist visibility, pose-only hand or None) for each visible wrist of one
-        person. The pose-only hand is the box the body alone gives a small hand (`_pose_only_hand`)."""
+        """([(side, hand region, wrist px, wrist visibility, pose-only hand or None)] for each visible wrist of one
+        person, the person's head box or None, [both wrists px, seen or not]); no head where the pose model sees no
+        person. The pose-only hand is the box the body alone gives a small hand (`_pose_only_hand`). The head box
+        spans the pose's 11 face points (nose, eyes, ears, mouth), grown by HEAD_MARGIN of its longer side each
+        way (`_on_a_head_out_of_reach`)."""
         tensor, matrix = crop(rgb, person, 256, (0.0, 1.0))
         outputs = self._models['pose_landmark_full'].run(tensor)
         landmarks, person_flag = outputs[0].reshape(39, 5), float(outputs[1].reshape(-1)[0])
         if person_flag < 0.5:
-            return []
+            return [], None, []
         points = to_image(landmarks[:, :2], matrix)
+        face = points[:11]
+        margin = HEAD_MARGIN * float(np.max(face.max(0) - face.min(0)))
+        head = np.concatenate([face.min(0) - margin, face.max(0) + margin])
+        arms = [points[i] for i, _, _ in _POSE_HAND_POINTS.values()]
         visibility = _sigmoid(landmarks[:, 3])
         out = []
         for pose_side, (wrist_i, pinky_i, index_i) in _POSE_HAND_POINTS.items():
@@ -619,7 +642,7 @@ class HandSearch:
             out.append((side, self._recrop(rgb, region), wrist, float(visibility[wrist_i]),
                         self._pose_only_hand(rgb, wrist, middle, side, sure,
                                              float(np.linalg.norm(points[_POSE_ELBOWS[pose_side]] - wrist)))))
-        return out
+        return out, head, arms
 
     def _pose_only_hand(self, rgb: np.ndarray, wrist: np.ndarray, middle: np.ndarray, side: str,
                         visibility: float, forearm: float = 0.0) -> Optional[HandDetection]:
@@ -685,6 +708,21 @@ class HandSearch:
             cx, cy = 0.5 * (box[0] + box[2]) + s * 0.5 * h, 0.5 * (box[1] + box[3]) - c * 0.5 * h
             regions.append(Region(cx, cy, 2.6 * max(w, h), angle))
         return regions
+
+    def _on_a_head_out_of_reach(self, hand: HandDetection, shape: Tuple[int, ...]) -> bool:
+        """Whether a palm-stage hand's box centre lies on a body's head (the last full search's poses, on a frame
+        of this size) with no body's wrist, seen or not, within HEAD_REACH x the hand's size of it: the palm
+        detector and the landmark model take an ear or the back of a head for a fist (dev set, posetrack18_003418:
+        an ear at presence 0.92), whereas a hand on a face has its arm's wrist next to it."""
+        heads, arms, heads_shape = self._heads
+        if heads_shape != shape:
+            return False
+        box = hand.box_xyxy
+        centre = np.array([0.5 * (box[0] + box[2]), 0.5 * (box[1] + box[3])])
+        if not any(head[0] <= centre[0] <= head[2] and head[1] <= centre[1] <= head[3] for head in heads):
+            return False
+        reach = HEAD_REACH * max(box[2] - box[0], box[3] - box[1])
+        return all(float(np.linalg.norm(wrist - centre)) > reach for wrist in arms)
 
     # ------------------------------------------------------------------ the hand landmark model
     def _confirm(self, rgb: np.ndarray, region: Region, stage: str, threshold: float,
