@@ -665,21 +665,25 @@ def test_a_tracked_hand_keeps_the_side_the_body_gave_it_between_full_searches():
 def test_a_periodic_full_search_does_not_search_again_for_the_hands_it_tracks():
     # crowdpose_106848 streamed as a still video, a full search every 3 frames: frame 0 finds the three hands (body
     # and palm stages). On the periodic full searches (frames 3 and 6) the re-check has just confirmed all three:
-    # the body stage skips the wrists at them and the palm stage the palms on them, so the landmark models run
-    # only for the three lite re-checks, and the hands are the same.
+    # the body stage skips the wrists at them (not even the region refinement, hand_recrop, runs there) and the palm
+    # stage the palms on them, so the landmark models run only for the three lite re-checks, and the hands are the
+    # same.
     image = cv2.imread(str(SCENES / 'crowdpose_106848.jpg'))
     with HandSearch(running_mode='video', full_search_period=3, palm_min_hand_size=0) as video:
         full, lite = _count_runs(video, 'hand_landmark_full'), _count_runs(video, 'hand_landmark_lite')
+        recrop = _count_runs(video, 'hand_recrop')
         frames = []
         for i in range(7):
-            before = len(full), len(lite), video.full_searches
+            before = len(full), len(lite), video.full_searches, len(recrop)
             hands = video.detect(image, timestamp_ms=33 * i)
-            frames.append((video.full_searches > before[2], len(full) - before[0], len(lite) - before[1], hands))
+            frames.append((video.full_searches > before[2], len(full) - before[0], len(lite) - before[1], hands,
+                           len(recrop) - before[3]))
     assert [searched for searched, *_ in frames] == [True, False, False, True, False, False, True]
     assert len(frames[0][3]) == 3 and frames[0][1] >= 3     # each new hand confirmed by the full model
+    assert frames[0][4] >= 2                                # the body stage's wrists refined on the first search
     for i in (3, 6):
-        _, full_runs, lite_runs, hands = frames[i]
-        assert (full_runs, lite_runs) == (0, 3), i
+        _, full_runs, lite_runs, hands, recrop_runs = frames[i]
+        assert (full_runs, lite_runs, recrop_runs) == (0, 3, 0), i
         previous = frames[i - 1][3]
         assert len(hands) == 3
         for hand in hands:

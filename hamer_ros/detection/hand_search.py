@@ -415,7 +415,7 @@ class HandSearch:
             for region, wrist, pose_hand in candidates:
                 if any(_at_wrist(hand, wrist) for hand in tracked):
                     continue        # tracked already: its landmarks come from this frame's re-check
-                hand, in_own_region = self._body_hand(rgb, region)
+                hand, in_own_region = self._body_hand(rgb, self._recrop(rgb, region))
                 if in_own_region:
                     refined.append(hand)
                 if hand is None:
@@ -612,9 +612,10 @@ class HandSearch:
     def _hand_regions_from_pose(self, rgb: np.ndarray, person: Region):
         """([(side, hand region, wrist px, wrist visibility, pose-only hand or None)] for each visible wrist of one
         person, the person's head box or None, [both wrists px, seen or not]); no head where the pose model sees no
-        person. The pose-only hand is the box the body alone gives a small hand (`_pose_only_hand`). The head box
-        spans the pose's 11 face points (nose, eyes, ears, mouth), grown by HEAD_MARGIN of its longer side each
-        way (`_on_a_head_out_of_reach`)."""
+        person. The hand region is the pose's, before `_recrop` (which runs only for wrists no tracked hand holds).
+        The pose-only hand is the box the body alone gives a small hand (`_pose_only_hand`). The head box spans the
+        pose's 11 face points (nose, eyes, ears, mouth), grown by HEAD_MARGIN of its longer side each way
+        (`_on_a_head_out_of_reach`)."""
         tensor, matrix = crop(rgb, person, 256, (0.0, 1.0))
         outputs = self._models['pose_landmark_full'].run(tensor)
         landmarks, person_flag = outputs[0].reshape(39, 5), float(outputs[1].reshape(-1)[0])
@@ -639,7 +640,7 @@ class HandSearch:
                             rotation_towards(wrist, middle)).transformed(scale=2.7, shift_y=-0.1)
             side = self._mirror_side(pose_side)
             sure = float(min(visibility[wrist_i], visibility[pinky_i], visibility[index_i]))
-            out.append((side, self._recrop(rgb, region), wrist, float(visibility[wrist_i]),
+            out.append((side, region, wrist, float(visibility[wrist_i]),
                         self._pose_only_hand(rgb, wrist, middle, side, sure,
                                              float(np.linalg.norm(points[_POSE_ELBOWS[pose_side]] - wrist)))))
         return out, head, arms
