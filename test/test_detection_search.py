@@ -691,6 +691,32 @@ def test_a_periodic_full_search_does_not_search_again_for_the_hands_it_tracks():
             assert len(same) == 1 and same[0].side == hand.side, (i, hand.box_xyxy)
 
 
+def test_a_frame_of_another_size_starts_a_new_stream():
+    # posetrack18_003418 (1920x1080) streamed: the raised fist is a pose-only hand, held between full searches.
+    # Then crowdpose_106848 at 640x480 (a camera switched resolution): its first frame runs a full search and finds
+    # its own hands; before, the fist's box (x 857-1052, outside the 640 px frame) was still reported and held off
+    # the full search for up to POSE_ONLY_HOLD_FRAMES frames.
+    big = cv2.imread(str(SCENES / 'posetrack18_003418.jpg'))
+    small = cv2.resize(cv2.imread(str(SCENES / 'crowdpose_106848.jpg')), (640, 480))
+    with HandSearch(running_mode='video') as video:
+        for i in range(3):
+            hands = video.detect(big, timestamp_ms=33 * i)
+        # the held fist, alone: a tracked hand (with landmarks) would fail its re-check on the new frame and bring
+        # the full search by itself
+        assert [h.landmarks_2d is None and h.box_xyxy[0] > 640 for h in hands] == [True]
+        before = video.full_searches
+        hands = video.detect(small, timestamp_ms=100)
+        assert video.full_searches == before + 1
+        assert all(h.box_xyxy[2] <= 640 and h.box_xyxy[3] <= 480 for h in hands)
+    # the same hands as a new video-mode search's first frame of it (its palm tiles come on later frames)
+    with HandSearch(running_mode='video') as fresh:
+        first = fresh.detect(small)
+    assert len(hands) == len(first) >= 2
+    for hand in first:
+        same = [h for h in hands if _iou(h.box_xyxy, hand.box_xyxy) > 0.9]
+        assert len(same) == 1 and same[0].side == hand.side
+
+
 def test_video_mode_asks_the_full_model_before_giving_up_a_tracked_hand():
     # crowdpose_106848 at 640x480, panned by 1 px a frame: the bald man's left hand on the plate, half hidden,
     # gets a lite-model presence of about 0.55 when tracked (the full model: 0.9); without the full model's

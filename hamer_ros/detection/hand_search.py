@@ -247,6 +247,8 @@ class HandSearch:
 
     # ------------------------------------------------------------------ public API
     def reset(self) -> None:
+        """Forgets the stream (video mode: tracked hands, their sides, held and pending finds, the tiles' turns);
+        `detect` does it by itself when the frame size changes."""
         self._tracked: List[HandDetection] = []
         # video mode: the tracked hands that are new on the last frame (no hand re-checked there overlaps them)
         self._new: List[HandDetection] = []
@@ -267,6 +269,7 @@ class HandSearch:
         # the frame size they belong to
         self._tile_people: Dict[int, list] = {}
         self._tile_people_shape: Tuple[int, ...] = ()
+        self._frame_shape: Tuple[int, ...] = ()       # the last frame's size: another size starts a new stream
 
     def close(self) -> None:
         self._tracked, self._new, self._pending, self._tile_people = [], [], [], {}
@@ -282,6 +285,12 @@ class HandSearch:
         """Hands in `image` (uint8 HxWx3, BGR unless `rgb_input`; HxW grey accepted). `timestamp_ms` is accepted
         for the `HandDetector` interface; frames are taken in the order given."""
         rgb = self._to_rgb(image)
+        if self._frame_shape and rgb.shape != self._frame_shape:
+            # video mode: a frame of another size (a camera's resolution switched, another source) is a new stream:
+            # last frame's hands, held pose-only boxes and pending palms lie in the old frame's pixels, and a held
+            # box would be reported outside the new frame and put off the full search (`reset`)
+            self.reset()
+        self._frame_shape = rgb.shape
         timings = self.last_timings = {}
         found: List[HandDetection] = []
         held: List[HandDetection] = []
