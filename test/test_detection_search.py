@@ -662,6 +662,21 @@ def test_a_tracked_hand_keeps_the_side_the_body_gave_it_between_full_searches():
     assert all(side == 'right' for _, side in sides), sides
 
 
+def test_side_evidence_is_found_only_for_the_very_hand_it_was_kept_for():
+    # the evidence tables are keyed by id(hand); an entry left by a hand that is gone, whose id a new hand took,
+    # must not hand its side to the new one
+    from hamer_ros.detection.hand_search import _evidence, _SideEvidence
+
+    def hand():
+        return HandDetection(box_xyxy=np.array([0.0, 0.0, 10.0, 10.0]), side='left', stage='palm')
+
+    mine, other = hand(), hand()
+    evidence = _SideEvidence(2.0, 3, 'right')
+    assert _evidence({id(mine): (mine, evidence)}, mine) == evidence
+    assert _evidence({id(mine): (other, evidence)}, mine) is None       # the id's entry belongs to another hand
+    assert _evidence({}, mine) is None
+
+
 def test_a_periodic_full_search_does_not_search_again_for_the_hands_it_tracks():
     # crowdpose_106848 streamed as a still video, a full search every 3 frames: frame 0 finds the three hands (body
     # and palm stages). On the periodic full searches (frames 3 and 6) the re-check has just confirmed all three:

@@ -252,9 +252,10 @@ class HandSearch:
         self._tracked: List[HandDetection] = []
         # video mode: the tracked hands that are new on the last frame (no hand re-checked there overlaps them)
         self._new: List[HandDetection] = []
-        # video mode: each tracked hand's side evidence (id of the hand -> _SideEvidence), and this frame's
-        self._sides: Dict[int, _SideEvidence] = {}
-        self._frame_sides: Dict[int, _SideEvidence] = {}
+        # video mode: each tracked hand's side evidence, and this frame's: id(hand) -> (the hand, _SideEvidence); the
+        # hand held there keeps its id from going to another object while the entry lives (`_evidence`)
+        self._sides: Dict[int, Tuple[HandDetection, _SideEvidence]] = {}
+        self._frame_sides: Dict[int, Tuple[HandDetection, _SideEvidence]] = {}
         # video mode: palm regions a tracked frame's pyramid tile found and the lite model passed, with the lite
         # model's hand (or None), left to the next frame to confirm; and the frame size they belong to
         self._pending: List[Tuple[Region, Optional[HandDetection]]] = []
@@ -310,7 +311,7 @@ class HandSearch:
                     confirmed = self._confirm(rgb, region, STAGE_TRACKED, self.min_tracking_confidence)
                     rescued = True
                 if confirmed is not None:
-                    found.append(self._keep_side(confirmed, self._sides.get(id(hand))))
+                    found.append(self._keep_side(confirmed, _evidence(self._sides, hand)))
                 elif not any(hand is new for new in self._new):
                     # a hand followed since an earlier frame is gone: look for it at once. A hand new on the last
                     # frame that fails its first re-check is not (the body or palm stage confirmed a region that
@@ -351,7 +352,7 @@ class HandSearch:
             new, wrists, refined = self._full_search(rgb, palm_tiles=palm_tiles, tracked=found, pending=pending)
             for hand in found:
                 # a tracked hand at a body's wrist: that wrist is its second opinion from now on
-                side, evidence = _wrist_side(hand, wrists), self._frame_sides.get(id(hand))
+                side, evidence = _wrist_side(hand, wrists), _evidence(self._frame_sides, hand)
                 if side is not None and evidence is not None:
                     self._side_evidence(hand, evidence._replace(wrist_side=side))
             found = merge_hands(found + self._refine(rgb, merge_hands(new, 10 ** 6), wrists, refined),
@@ -374,7 +375,8 @@ class HandSearch:
             found = merge_hands(found + held, self.num_hands)
         self._pending_shape = rgb.shape
         self._tracked = list(found) if self.running_mode == 'video' else []
-        self._sides = {id(h): self._frame_sides[id(h)] for h in self._tracked if id(h) in self._frame_sides}
+        self._sides = {id(h): (h, _evidence(self._frame_sides, h)) for h in self._tracked
+                       if _evidence(self._frame_sides, h) is not None}
         self._new = [h for h in self._tracked
                      if not any(_overlaps(h.box_xyxy, other.box_xyxy) for other in rechecked)]
         return list(found)
@@ -783,7 +785,7 @@ class HandSearch:
 
     def _side_evidence(self, hand: HandDetection, evidence: '_SideEvidence') -> HandDetection:
         """Sets `hand`'s side and side_score from `evidence`, and records the evidence for the next frame."""
-        self._frame_sides[id(hand)] = evidence
+        self._frame_sides[id(hand)] = (hand, evidence)
         p_right = 1.0 / (1.0 + math.exp(-evidence.model_logit))
         if evidence.wrist_side is not None:
             p_right = combine_sides(p_right, evidence.wrist_side)
@@ -925,6 +927,13 @@ class _SideEvidence(NamedTuple):
     model_logit: float
     frames: int
     wrist_side: Optional[str]
+
+
+def _evidence(table: Dict[int, Tuple[HandDetection, _SideEvidence]], hand: HandDetection
+              ) -> Optional[_SideEvidence]:
+    """The side evidence `table` holds for this very hand (not another object that came to have its id), or None."""
+    entry = table.get(id(hand))
+    return entry[1] if entry is not None and entry[0] is hand else None
 
 
 def _model_logit(hand: HandDetection) -> float:
