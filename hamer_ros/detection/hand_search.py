@@ -375,7 +375,7 @@ class HandSearch:
             found = merge_hands(found + held, self.num_hands)
         self._pending_shape = rgb.shape
         self._tracked = list(found) if self.running_mode == 'video' else []
-        self._sides = {id(h): (h, _evidence(self._frame_sides, h)) for h in self._tracked
+        self._sides = {id(h): self._frame_sides[id(h)] for h in self._tracked
                        if _evidence(self._frame_sides, h) is not None}
         self._new = [h for h in self._tracked
                      if not any(_overlaps(h.box_xyxy, other.box_xyxy) for other in rechecked)]
