@@ -163,8 +163,10 @@ def test_a_long_thin_frame_gets_a_few_pyramid_levels_and_an_empty_one_a_clear_er
                                     (1000, 100, {100.0: 19})):
         sides = [tile.size for tile in palm_windows(width, height, 24)[1:]]
         assert {side: sides.count(side) for side in set(sides)} == expected
-    tile_runs = _count_runs(search, 'palm_detection_lite')
+    # No person tiles either where they would be under PERSON_TILE_MIN_SIDE: before, 750 tiles of 5 px (4.8 s).
+    tile_runs, person_runs = _count_runs(search, 'palm_detection_lite'), _count_runs(search, 'pose_detection')
     assert search.detect(np.full((5, 3000, 3), 120, np.uint8)) == [] and tile_runs == []
+    assert len(person_runs) == 1                                   # the whole frame only
     for empty in (np.zeros((0, 0, 3), np.uint8), np.zeros((0, 640, 3), np.uint8)):
         with pytest.raises(ValueError, match='the image is empty'):
             search.detect(empty)

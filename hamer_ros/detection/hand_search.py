@@ -93,6 +93,11 @@ TILE_EDGE_LEFT = 0.25
 # is kept: at 1.0 the dev set lost one small hand, at 1.5 none.
 PERSON_TILE_MAX_SHARE = 1.5
 PERSON_SAME_DISTANCE = 0.2    # same_person: hips closer than this x the person region's side
+# Person tiles: none where they would be smaller than this (px; the whole frame alone then). A tile keeps people
+# whose region is up to PERSON_TILE_MAX_SHARE x the tile, a body of 1.2 x the tile; a hand is about 0.108 of the
+# stature (Drillis & Contini 1966), so the people a 96 px tile adds have hands under 13 px, below the smallest the
+# search finds. Without it a 5x3000 strip was cut into 750 tiles of 5 px (4.5 s a frame in image mode).
+PERSON_TILE_MIN_SIDE = 96.0
 # Full searches: the lite landmark model screens each body region at this fraction of the presence threshold
 # (HandSearch's lite_screen). On the dev set (test/data/scenes) it saved two thirds of the body stage's full-model
 # runs and lost no hand: wherever the full model confirmed a hand in a body region, the lite model's presence
@@ -605,7 +610,8 @@ class HandSearch:
 
     @staticmethod
     def _windows(rgb: np.ndarray, tiles: int) -> List[Region]:
-        """The whole frame, plus (`tiles` > 1) overlapping square tiles, about `tiles` along the long side."""
+        """The whole frame, plus (`tiles` > 1) overlapping square tiles, about `tiles` along the long side (none
+        smaller than PERSON_TILE_MIN_SIDE)."""
         height, width = rgb.shape[:2]
         windows = [letterbox_region(0, 0, width, height)]
         if tiles > 1:
@@ -613,6 +619,8 @@ class HandSearch:
             # least a fifth, as many along each side as it takes to cover it; strips at the edges thinner than
             # TILE_EDGE_LEFT of a tile are left to the whole-frame pass (a single row or column is centred).
             side = min(max(width, height) / tiles * 1.25, min(width, height))
+            if side < PERSON_TILE_MIN_SIDE:
+                return windows
             rows, cols = (1 + max(0, int(math.ceil((length - side) / (0.8 * side) - TILE_EDGE_LEFT)))
                           for length in (height, width))
             for cy in _tile_centres(height, side, rows):
