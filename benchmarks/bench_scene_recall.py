@@ -230,6 +230,51 @@ def run_recall(args, scenes):
     tally.report('reference: palm-only Tasks HandDetector, num_hands=2 (the default before the search)', times)
 
 
+def rescaled(scene, image, scale: float):
+    """A photo and its annotations resized by `scale` (INTER_AREA down, bilinear up)."""
+    if scale == 1.0:
+        return scene, image
+    image = cv2.resize(image, None, fx=scale, fy=scale,
+                       interpolation=cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR)
+    scene = json.loads(json.dumps(scene))
+
+    def times(values):
+        return [scale * v for v in values]
+
+    for hand in scene['hands']:
+        hand['box_xyxy'] = times(hand['box_xyxy'])
+        if hand.get('wrist_xy'):
+            hand['wrist_xy'] = times(hand['wrist_xy'])
+    for key in ('ignore', 'people'):
+        scene[key] = [times(box) for box in scene.get(key, [])]
+    return scene, image
+
+
+def run_scales(args, scenes):
+    """Image mode on the dev set resized by each of `args.scales`: the same scenes seen by cameras of other
+    resolutions. A setting tuned to the photos' own sizes shows here; hands are binned by their size after the
+    resize."""
+    summary = []
+    for scale in args.scales:
+        search, tally = make_search(args, 'image'), Tally()
+        for scene in scenes:
+            scaled, image = rescaled(scene, cv2.imread(str(SCENES / scene['image'])), scale)
+            tally.add(scaled, search.detect(image))
+        search.close()
+        tally.report(f'HandSearch (image mode), the dev set resized x{scale:g}', [])
+        big = [r for r in tally.rows if r[0] >= 30]
+        small = [r for r in tally.rows if r[0] < 30]
+        summary.append((scale, sum(r[1] for r in big), len(big), sum(r[1] for r in small), len(small), tally.wrong,
+                        tally.boxes - tally.ignored))
+    print('\nresized dev set: scale, recall >= 30 px, recall < 30 px, boxes on no annotated hand')
+    for scale, hit, n, small_hit, small_n, wrong, scored in summary:
+        print(f'  x{scale:<5g} {hit:3d} / {n:3d}   {small_hit:3d} / {small_n:3d}   {wrong:3d} of {scored:3d} '
+              f'({100.0 * wrong / max(1, scored):.1f} %)')
+    totals = [sum(row[i] for row in summary) for i in range(1, 7)]
+    print(f'  all    {totals[0]:3d} / {totals[1]:3d}   {totals[2]:3d} / {totals[3]:3d}   {totals[4]:3d} of '
+          f'{totals[5]:3d} ({100.0 * totals[4] / max(1, totals[5]):.1f} %)')
+
+
 def _frame_times(seconds) -> str:
     """'count, median .. ms, 95th percentile .. ms, max .. ms' of a list of frame times, or 'none'."""
     if not seconds:
@@ -327,6 +372,8 @@ def main() -> int:
     parser.add_argument('--video', action='store_true',
                         help='also the recall of a video-mode search on each photo streamed for 1, 3 and 10 s')
     parser.add_argument('--repeats', type=int, default=30)
+    parser.add_argument('--scales', type=lambda text: [float(v) for v in text.split(',')], default=[],
+                        help='also image mode on the dev set resized by each of these factors (e.g. 0.5,0.75,1.5,2)')
     args = parser.parse_args()
     scenes = json.loads((SCENES / 'scenes.json').read_text())['scenes']
     print(f'CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start')
@@ -334,6 +381,8 @@ def main() -> int:
           f'annotated visible hands (+ {sum(bool(h.get("occluded")) for s in scenes for h in s["hands"])} occluded, '
           'ignored)')
     run_recall(args, scenes)
+    if args.scales:
+        run_scales(args, scenes)
     if args.video:
         run_video_recall(args, scenes)
     if args.speed:
