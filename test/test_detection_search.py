@@ -365,6 +365,24 @@ def test_a_palm_on_a_head_that_no_arm_reaches_is_dropped(search):
         assert len(_found(palm_only.detect(image), EAR, 0.3)) == 1
 
 
+def test_a_new_hand_the_landmark_model_does_not_confirm_in_its_own_region_is_dropped(search):
+    # A new hand is looked at once more in the region its own landmarks give (`_refine`). Where the landmark model
+    # does not confirm it there, it is dropped (before, the first region's answer was kept): the palm detector and
+    # the landmark model take shirt folds and elbows for hands in a zoomed region, and such a find does not hold.
+    image = cv2.imread(str(SCENES / 'panoptic_nzsl_ex2_2_000040.jpg'))
+    rgb = np.ascontiguousarray(image[:, :, ::-1])
+    hands = search.detect(image)
+    assert len(hands) == 2
+    real = dataclasses.replace(hands[0], stage='palm')
+    on_the_wall = dataclasses.replace(real, landmarks_2d=real.landmarks_2d - [150.0, 0.0],
+                                      box_xyxy=real.box_xyxy - [150.0, 0.0, 150.0, 0.0])
+    assert on_the_wall.box_xyxy[2] < 100                  # the plain wall left of the signer
+    kept = search._refine(rgb, [on_the_wall, real], [], [])
+    assert len(kept) == 1 and _iou(kept[0].box_xyxy, real.box_xyxy) > 0.5
+    # a hand found in its own region already is not looked at again, and stays
+    assert search._refine(rgb, [on_the_wall], [], [on_the_wall]) == [on_the_wall]
+
+
 def test_a_hand_on_a_head_with_a_wrist_next_to_it_is_kept(search):
     # the rule on its own: a palm-stage hand at a head is dropped only when every body's wrist is out of reach
     # (HEAD_REACH x the hand's size from its centre), whichever body the wrist belongs to

@@ -537,9 +537,12 @@ class HandSearch:
 
     def _refine(self, rgb: np.ndarray, hands: List[HandDetection], wrists,
                 refined_already: List[HandDetection]) -> List[HandDetection]:
-        """Each new body-stage hand once more in the region its own landmarks give (as MediaPipe's next frame
-        would): its landmarks and the hand model's side then no longer depend on the pose's region. Every side is
-        then combined with the body's wrist at the hand, when there is one."""
+        """Each new hand once more in the region its own landmarks give (as MediaPipe's next frame would): its
+        landmarks and the hand model's side then no longer depend on the pose's or the palm's region. A hand the
+        landmark model does not confirm there is dropped: it was a region's find that the model does not hold on to,
+        and video mode would lose it at its first re-check (dev set resized x0.5-2, `bench_scene_recall.py
+        --scales`: 43 boxes on no annotated hand instead of 48, the same hands >= 30 px, one small hand fewer at
+        x0.5). Every side is then combined with the body's wrist at the hand, when there is one."""
         start = time.perf_counter()
         refined = []
         for hand in hands:
@@ -548,7 +551,8 @@ class HandSearch:
                 refined.append(self._side_from_wrists(hand, wrists))
                 continue
             again = self._confirm(rgb, tracking_region(hand.landmarks_2d), hand.stage, self.min_presence_confidence)
-            refined.append(self._side_from_wrists(again if again is not None else hand, wrists))
+            if again is not None:
+                refined.append(self._side_from_wrists(again, wrists))
         self.last_timings['refine'] = time.perf_counter() - start
         return refined
 
