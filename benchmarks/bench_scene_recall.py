@@ -264,15 +264,16 @@ def run_scales(args, scenes):
         tally.report(f'HandSearch (image mode), the dev set resized x{scale:g}', [])
         big = [r for r in tally.rows if r[0] >= 30]
         small = [r for r in tally.rows if r[0] < 30]
+        sides = [r[2] for r in big if r[1]]
         summary.append((scale, sum(r[1] for r in big), len(big), sum(r[1] for r in small), len(small), tally.wrong,
-                        tally.boxes - tally.ignored))
-    print('\nresized dev set: scale, recall >= 30 px, recall < 30 px, boxes on no annotated hand')
-    for scale, hit, n, small_hit, small_n, wrong, scored in summary:
+                        tally.boxes - tally.ignored, sum(sides), len(sides)))
+    print('\nresized dev set: scale, recall >= 30 px, recall < 30 px, boxes on no annotated hand, sides right')
+    for scale, hit, n, small_hit, small_n, wrong, scored, right, sided in summary:
         print(f'  x{scale:<5g} {hit:3d} / {n:3d}   {small_hit:3d} / {small_n:3d}   {wrong:3d} of {scored:3d} '
-              f'({100.0 * wrong / max(1, scored):.1f} %)')
-    totals = [sum(row[i] for row in summary) for i in range(1, 7)]
+              f'({100.0 * wrong / max(1, scored):4.1f} %)   {right:3d} / {sided:3d}')
+    totals = [sum(row[i] for row in summary) for i in range(1, 9)]
     print(f'  all    {totals[0]:3d} / {totals[1]:3d}   {totals[2]:3d} / {totals[3]:3d}   {totals[4]:3d} of '
-          f'{totals[5]:3d} ({100.0 * totals[4] / max(1, totals[5]):.1f} %)')
+          f'{totals[5]:3d} ({100.0 * totals[4] / max(1, totals[5]):4.1f} %)   {totals[6]:3d} / {totals[7]:3d}')
 
 
 def _frame_times(seconds) -> str:
