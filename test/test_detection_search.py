@@ -383,6 +383,23 @@ def test_a_new_hand_the_landmark_model_does_not_confirm_in_its_own_region_is_dro
     assert search._refine(rgb, [on_the_wall], [], [on_the_wall]) == [on_the_wall]
 
 
+def test_mirrored_swaps_every_side_and_rgb_input_takes_rgb(search):
+    # mirrored=True (a selfie view): the same frame gives the same hands with each side swapped, the body's wrists'
+    # sides included (the hand model's P(right) and the pose's left / right both turn); rgb_input=True: an RGB
+    # frame gives what the BGR one gives by default.
+    image = cv2.imread(str(SCENES / 'aic_ff945ae2e729f24eea992814639d59b3bdec8bd8.jpg'))
+    hands = search.detect(image)
+    assert len(hands) >= 4 and {h.stage for h in hands} >= {'body'}
+    swap = {'left': 'right', 'right': 'left'}
+    with HandSearch(mirrored=True) as mirrored:
+        seen = mirrored.detect(image)
+    assert [(h.box_xyxy.tolist(), swap[h.side], round(h.side_score, 6)) for h in seen] == \
+        [(h.box_xyxy.tolist(), h.side, round(h.side_score, 6)) for h in hands]
+    with HandSearch(rgb_input=True) as rgb:
+        seen = rgb.detect(np.ascontiguousarray(image[:, :, ::-1]))
+    assert [(h.box_xyxy.tolist(), h.side) for h in seen] == [(h.box_xyxy.tolist(), h.side) for h in hands]
+
+
 def test_a_hand_on_a_head_with_a_wrist_next_to_it_is_kept(search):
     # the rule on its own: a palm-stage hand at a head is dropped only when every body's wrist is out of reach
     # (HEAD_REACH x the hand's size from its centre), whichever body the wrist belongs to
