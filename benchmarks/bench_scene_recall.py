@@ -230,49 +230,62 @@ def run_recall(args, scenes):
     tally.report('reference: palm-only Tasks HandDetector, num_hands=2 (the default before the search)', times)
 
 
-def rescaled(scene, image, scale: float):
-    """A photo and its annotations resized by `scale` (INTER_AREA down, bilinear up)."""
-    if scale == 1.0:
+def rescaled(scene, image, scale: float, mirror: bool = False):
+    """A photo and its annotations resized by `scale` (INTER_AREA down, bilinear up) and, with `mirror`, flipped
+    left to right (each annotated hand's side swapped: a mirror image of a right hand is a left one)."""
+    if scale == 1.0 and not mirror:
         return scene, image
-    image = cv2.resize(image, None, fx=scale, fy=scale,
-                       interpolation=cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR)
+    if scale != 1.0:
+        image = cv2.resize(image, None, fx=scale, fy=scale,
+                           interpolation=cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR)
+    width = image.shape[1]
+    if mirror:
+        image = np.ascontiguousarray(image[:, ::-1])
     scene = json.loads(json.dumps(scene))
 
-    def times(values):
-        return [scale * v for v in values]
+    def point(x, y):
+        return [width - scale * x if mirror else scale * x, scale * y]
+
+    def box(b):
+        (x0, y0), (x1, y1) = point(b[0], b[1]), point(b[2], b[3])
+        return [min(x0, x1), y0, max(x0, x1), y1]
 
     for hand in scene['hands']:
-        hand['box_xyxy'] = times(hand['box_xyxy'])
+        hand['box_xyxy'] = box(hand['box_xyxy'])
         if hand.get('wrist_xy'):
-            hand['wrist_xy'] = times(hand['wrist_xy'])
+            hand['wrist_xy'] = point(*hand['wrist_xy'])
+        if mirror:
+            hand['side'] = {'left': 'right', 'right': 'left'}[hand['side']]
     for key in ('ignore', 'people'):
-        scene[key] = [times(box) for box in scene.get(key, [])]
+        scene[key] = [box(b) for b in scene.get(key, [])]
     return scene, image
 
 
 def run_scales(args, scenes):
-    """Image mode on the dev set resized by each of `args.scales`: the same scenes seen by cameras of other
-    resolutions. A setting tuned to the photos' own sizes shows here; hands are binned by their size after the
-    resize."""
+    """Image mode on the dev set resized by each of `args.scales` (the same scenes seen by cameras of other
+    resolutions) and, with `args.mirror`, on each of them flipped left to right too. A setting tuned to the photos
+    as they are shows here; hands are binned by their size after the resize."""
     summary = []
-    for scale in args.scales:
+    for scale, mirror in [(scale, mirror) for scale in args.scales or [1.0]
+                          for mirror in ((False, True) if args.mirror else (False,))]:
         search, tally = make_search(args, 'image'), Tally()
         for scene in scenes:
-            scaled, image = rescaled(scene, cv2.imread(str(SCENES / scene['image'])), scale)
+            scaled, image = rescaled(scene, cv2.imread(str(SCENES / scene['image'])), scale, mirror)
             tally.add(scaled, search.detect(image))
         search.close()
-        tally.report(f'HandSearch (image mode), the dev set resized x{scale:g}', [])
+        name = f'x{scale:g}' + (' mirrored' if mirror else '')
+        tally.report(f'HandSearch (image mode), the dev set resized {name}', [])
         big = [r for r in tally.rows if r[0] >= 30]
         small = [r for r in tally.rows if r[0] < 30]
         sides = [r[2] for r in big if r[1]]
-        summary.append((scale, sum(r[1] for r in big), len(big), sum(r[1] for r in small), len(small), tally.wrong,
+        summary.append((name, sum(r[1] for r in big), len(big), sum(r[1] for r in small), len(small), tally.wrong,
                         tally.boxes - tally.ignored, sum(sides), len(sides)))
     print('\nresized dev set: scale, recall >= 30 px, recall < 30 px, boxes on no annotated hand, sides right')
-    for scale, hit, n, small_hit, small_n, wrong, scored, right, sided in summary:
-        print(f'  x{scale:<5g} {hit:3d} / {n:3d}   {small_hit:3d} / {small_n:3d}   {wrong:3d} of {scored:3d} '
+    for name, hit, n, small_hit, small_n, wrong, scored, right, sided in summary:
+        print(f'  {name:14s} {hit:3d} / {n:3d}   {small_hit:3d} / {small_n:3d}   {wrong:3d} of {scored:3d} '
               f'({100.0 * wrong / max(1, scored):4.1f} %)   {right:3d} / {sided:3d}')
     totals = [sum(row[i] for row in summary) for i in range(1, 9)]
-    print(f'  all    {totals[0]:3d} / {totals[1]:3d}   {totals[2]:3d} / {totals[3]:3d}   {totals[4]:3d} of '
+    print(f'  {"all":14s} {totals[0]:3d} / {totals[1]:3d}   {totals[2]:3d} / {totals[3]:3d}   {totals[4]:3d} of '
           f'{totals[5]:3d} ({100.0 * totals[4] / max(1, totals[5]):4.1f} %)   {totals[6]:3d} / {totals[7]:3d}')
 
 
@@ -375,6 +388,8 @@ def main() -> int:
     parser.add_argument('--repeats', type=int, default=30)
     parser.add_argument('--scales', type=lambda text: [float(v) for v in text.split(',')], default=[],
                         help='also image mode on the dev set resized by each of these factors (e.g. 0.5,0.75,1.5,2)')
+    parser.add_argument('--mirror', action='store_true',
+                        help='also image mode on the dev set flipped left to right (at each of --scales, else x1)')
     args = parser.parse_args()
     scenes = json.loads((SCENES / 'scenes.json').read_text())['scenes']
     print(f'CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start')
@@ -382,7 +397,7 @@ def main() -> int:
           f'annotated visible hands (+ {sum(bool(h.get("occluded")) for s in scenes for h in s["hands"])} occluded, '
           'ignored)')
     run_recall(args, scenes)
-    if args.scales:
+    if args.scales or args.mirror:
         run_scales(args, scenes)
     if args.video:
         run_video_recall(args, scenes)
