@@ -95,8 +95,8 @@ PERSON_TILE_MAX_SHARE = 1.5
 PERSON_SAME_DISTANCE = 0.2    # same_person: hips closer than this x the person region's side
 # Person tiles: none where they would be smaller than this (px; the whole frame alone then). A tile keeps people
 # whose region is up to PERSON_TILE_MAX_SHARE x the tile, a body of 1.2 x the tile; a hand is about 0.108 of the
-# stature (Drillis & Contini 1966), so the people a 96 px tile adds have hands under 13 px, below the smallest the
-# search finds. Without it a 5x3000 strip was cut into 750 tiles of 5 px (4.5 s a frame in image mode).
+# stature (Drillis & Contini 1966), so the people a 96 px tile adds have hands of 13 px at most. Without it a 5x3000
+# strip was cut into 750 tiles of 5 px (4.8 s a frame in image mode, 2-core AMD EPYC).
 PERSON_TILE_MIN_SIDE = 96.0
 # Full searches: the lite landmark model screens each body region at this fraction of the presence threshold
 # (HandSearch's lite_screen). On the dev set (test/data/scenes) it saved two thirds of the body stage's full-model
