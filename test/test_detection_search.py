@@ -403,18 +403,18 @@ def test_mirrored_swaps_every_side_and_rgb_input_takes_rgb(search):
 def test_a_hand_on_a_head_with_a_wrist_next_to_it_is_kept(search):
     # the rule on its own: a palm-stage hand at a head is dropped only when every body's wrist is out of reach
     # (HEAD_REACH x the hand's size from its centre), whichever body the wrist belongs to
-    shape = (480, 640, 3)
     head = np.array([300.0, 100.0, 380.0, 190.0])
     hand = HandDetection(box_xyxy=np.array([330.0, 150.0, 370.0, 190.0]), side='right', side_score=0.9, score=0.9,
                          stage='palm')
     try:
-        search._heads = ([head], [np.array([100.0, 400.0]), np.array([360.0, 240.0])], shape)   # 71 px < 2 x 40
-        assert not search._on_a_head_out_of_reach(hand, shape)
-        search._heads = ([head], [np.array([100.0, 400.0]), np.array([360.0, 300.0])], shape)   # 130 px > 80
-        assert search._on_a_head_out_of_reach(hand, shape)
-        assert not search._on_a_head_out_of_reach(hand, (720, 1280, 3))      # heads of another frame size
+        search._heads = ([head], [np.array([100.0, 400.0]), np.array([360.0, 240.0])])   # 71 px < 2 x 40
+        assert not search._on_a_head_out_of_reach(hand)
+        search._heads = ([head], [np.array([100.0, 400.0]), np.array([360.0, 300.0])])   # 130 px > 80
+        assert search._on_a_head_out_of_reach(hand)
         beside = dataclasses.replace(hand, box_xyxy=np.array([390.0, 150.0, 430.0, 190.0]))   # right of the head
-        assert not search._on_a_head_out_of_reach(beside, shape)
+        assert not search._on_a_head_out_of_reach(beside)
+        search.reset()      # what detect does on a frame of another size: the heads are gone
+        assert not search._on_a_head_out_of_reach(hand)
     finally:
         search.reset()
 

@@ -262,20 +262,18 @@ class HandSearch:
         self._sides: Dict[int, Tuple[HandDetection, _SideEvidence]] = {}
         self._frame_sides: Dict[int, Tuple[HandDetection, _SideEvidence]] = {}
         # video mode: palm regions a tracked frame's pyramid tile found and the lite model passed, with the lite
-        # model's hand (or None), left to the next frame to confirm; and the frame size they belong to
+        # model's hand (or None), left to the next frame to confirm
         self._pending: List[Tuple[Region, Optional[HandDetection]]] = []
-        self._pending_shape: Tuple[int, ...] = ()
         self._postponed = False
         self._frames_since_full = 0
-        # the last full search's heads (boxes), all its bodies' wrists (px) and the frame size they belong to
-        self._heads: Tuple[List[np.ndarray], List[np.ndarray], Tuple[int, ...]] = ([], [], ())
+        # the last full search's heads (boxes) and all its bodies' wrists (px)
+        self._heads: Tuple[List[np.ndarray], List[np.ndarray]] = ([], [])
         self._tile_cursor = 0          # video mode: the pyramid tile the next frame starts with
         self._person_cursor = 0        # video mode: the person tile the next full search runs
-        # video mode: the people each person tile found when it last ran (tile number -> [(score, region)]), for
-        # the frame size they belong to
+        # video mode: the people each person tile found when it last ran (tile number -> [(score, region)])
         self._tile_people: Dict[int, list] = {}
-        self._tile_people_shape: Tuple[int, ...] = ()
-        self._frame_shape: Tuple[int, ...] = ()       # the last frame's size: another size starts a new stream
+        # the last frame's size: another size starts a new stream, so none of the state above outlives its size
+        self._frame_shape: Tuple[int, ...] = ()
 
     def close(self) -> None:
         self._tracked, self._new, self._pending, self._tile_people = [], [], [], {}
@@ -335,7 +333,7 @@ class HandSearch:
         full = (self.running_mode == 'image' or not (found or held) or lost
                 or self._frames_since_full >= self.full_search_period
                 or (held and self._frames_since_full >= POSE_ONLY_HOLD_FRAMES))
-        pending = self._pending if self._pending_shape == rgb.shape else []
+        pending = self._pending
         self._pending = []
         # video mode: a tracked frame whose re-check needed the full model's second opinion leaves its palm work
         # (a tile, or confirming what the last tile found) to the next frame, but never two frames in a row
@@ -378,7 +376,6 @@ class HandSearch:
                 if new:
                     found = merge_hands(found + self._refine(rgb, new, [], refined), self.num_hands)
             found = merge_hands(found + held, self.num_hands)
-        self._pending_shape = rgb.shape
         self._tracked = list(found) if self.running_mode == 'video' else []
         self._sides = {id(h): self._frame_sides[id(h)] for h in self._tracked
                        if _evidence(self._frame_sides, h) is not None}
@@ -439,7 +436,7 @@ class HandSearch:
                 if hand is not None:
                     hands.append(hand)
             self.last_timings['body_hands'] = time.perf_counter() - start
-            self._heads = (heads, arms, rgb.shape)
+            self._heads = (heads, arms)
         if self.palm_stage:
             palm_hands, palm_refined = self._palm_hands(rgb, palm_tiles, list(tracked) + hands, pending=pending)
             hands += palm_hands
@@ -474,7 +471,7 @@ class HandSearch:
                     defer.append((region, lite))
                     continue
             hand, in_own_region = self._palm_hand(rgb, region, lite)
-            if hand is not None and self._on_a_head_out_of_reach(hand, rgb.shape):
+            if hand is not None and self._on_a_head_out_of_reach(hand):
                 self.heads_dropped += 1
                 continue
             if hand is not None:
@@ -582,10 +579,7 @@ class HandSearch:
                     continue
                 found[tile].append((person.score, region))
         if self.running_mode == 'video':
-            if self._tile_people_shape != rgb.shape:
-                self._tile_people = {}
             self._tile_people.update({tile: people for tile, people in found.items() if tile > 0})
-            self._tile_people_shape = rgb.shape
             found = {0: found.get(0, []), **self._tile_people}
         people = [(tile, score, region) for tile, tile_people in found.items() for score, region in tile_people]
         people.sort(key=lambda p: (p[0] > 0, -p[1]))         # the whole frame's first, then best first
@@ -733,14 +727,12 @@ class HandSearch:
             regions.append(Region(cx, cy, 2.6 * max(w, h), angle))
         return regions
 
-    def _on_a_head_out_of_reach(self, hand: HandDetection, shape: Tuple[int, ...]) -> bool:
-        """Whether a palm-stage hand's box centre lies on a body's head (the last full search's poses, on a frame
-        of this size) with no body's wrist, seen or not, within HEAD_REACH x the hand's size of it: the palm
-        detector and the landmark model take an ear or the back of a head for a fist (dev set, posetrack18_003418:
+    def _on_a_head_out_of_reach(self, hand: HandDetection) -> bool:
+        """Whether a palm-stage hand's box centre lies on a body's head (the last full search's poses; a frame of
+        another size resets them) with no body's wrist, seen or not, within HEAD_REACH x the hand's size of it: the
+        palm detector and the landmark model take an ear or the back of a head for a fist (dev set, posetrack18_003418:
         an ear at presence 0.92), whereas a hand on a face has its arm's wrist next to it."""
-        heads, arms, heads_shape = self._heads
-        if heads_shape != shape:
-            return False
+        heads, arms = self._heads
         box = hand.box_xyxy
         centre = np.array([0.5 * (box[0] + box[2]), 0.5 * (box[1] + box[3])])
         if not any(head[0] <= centre[0] <= head[2] and head[1] <= centre[1] <= head[3] for head in heads):
