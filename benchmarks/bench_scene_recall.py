@@ -27,6 +27,10 @@ does not move as it moves the wall-clock maxima. `--video` streams each dev-set 
 
     python benchmarks/bench_scene_recall.py [--palm-min-hand-size 24] [--person-tiles 1] [--max-people 4] [--no-body]
         [--speed] [--video]
+
+Another set of photos in the same format: `--scenes DIR --annotations FILE` (images in DIR, scenes in FILE;
+FILE defaults to DIR/scenes.json). benchmarks/data/voc_group_photos.json annotates nine group photos that are not
+in the repository (its "about" says where they are); a hand whose side is null counts for recall, not for sides.
 """
 from __future__ import annotations
 
@@ -46,7 +50,8 @@ import cv2  # noqa: E402
 
 from hamer_ros.detection.regions import box_iou as iou  # noqa: E402
 
-SCENES = Path(__file__).resolve().parents[1] / 'test' / 'data' / 'scenes'
+SCENES = Path(__file__).resolve().parents[1] / 'test' / 'data' / 'scenes'    # the photos scored (--scenes)
+DEV_SET = SCENES
 SIZE_BINS = (('< 30 px', 0, 30), ('30-80 px', 30, 80), ('> 80 px', 80, 1e9))
 
 
@@ -91,7 +96,8 @@ def score_scene(scene, found):
         if best is None:
             rows.append((size, False, None))
         else:
-            rows.append((size, True, found[best].side == hand['side']))
+            # a hand annotated without a side (null: the photo does not show whose it is) is not scored for sides
+            rows.append((size, True, None if hand.get('side') is None else found[best].side == hand['side']))
     unmatched = [i for i in range(len(found)) if i not in used]
     wrong, on_person = 0, 0
     for i in unmatched:
@@ -139,7 +145,7 @@ def report(name, rows, boxes, wrong, wrong_person, ignored, times):
     print(f'  boxes           : {boxes}, {ignored} of them on people whose hands are not annotated (not scored); '
           f'on no annotated hand: {wrong} ({100.0 * wrong / max(1, scored):.1f} % of {scored}), of them inside an '
           f'annotated person: {wrong_person} ({100.0 * wrong_person / max(1, scored):.1f} %)')
-    sides = [r[2] for r in big if r[1]]
+    sides = [r[2] for r in big if r[1] and r[2] is not None]
     print(f'  sides right (matched >= 30 px): {sum(sides)} / {len(sides)}'
           + (f' ({100.0 * sum(sides) / len(sides):.1f} %)' if sides else ''))
     if times:
@@ -254,7 +260,7 @@ def rescaled(scene, image, scale: float, mirror: bool = False):
         hand['box_xyxy'] = box(hand['box_xyxy'])
         if hand.get('wrist_xy'):
             hand['wrist_xy'] = point(*hand['wrist_xy'])
-        if mirror:
+        if mirror and hand.get('side') is not None:
             hand['side'] = {'left': 'right', 'right': 'left'}[hand['side']]
     for key in ('ignore', 'people'):
         scene[key] = [box(b) for b in scene.get(key, [])]
@@ -274,13 +280,13 @@ def run_scales(args, scenes):
             tally.add(scaled, search.detect(image))
         search.close()
         name = f'x{scale:g}' + (' mirrored' if mirror else '')
-        tally.report(f'HandSearch (image mode), the dev set resized {name}', [])
+        tally.report(f'HandSearch (image mode), the photos resized {name}', [])
         big = [r for r in tally.rows if r[0] >= 30]
         small = [r for r in tally.rows if r[0] < 30]
-        sides = [r[2] for r in big if r[1]]
+        sides = [r[2] for r in big if r[1] and r[2] is not None]
         summary.append((name, sum(r[1] for r in big), len(big), sum(r[1] for r in small), len(small), tally.wrong,
                         tally.boxes - tally.ignored, sum(sides), len(sides)))
-    print('\nresized dev set: scale, recall >= 30 px, recall < 30 px, boxes on no annotated hand, sides right')
+    print('\nresized photos: scale, recall >= 30 px, recall < 30 px, boxes on no annotated hand, sides right')
     for name, hit, n, small_hit, small_n, wrong, scored, right, sided in summary:
         print(f'  {name:14s} {hit:3d} / {n:3d}   {small_hit:3d} / {small_n:3d}   {wrong:3d} of {scored:3d} '
               f'({100.0 * wrong / max(1, scored):4.1f} %)   {right:3d} / {sided:3d}')
@@ -316,7 +322,7 @@ def model_alone_ms(search, repeats: int = 30) -> dict:
 
 
 def run_speed(args):
-    image = cv2.resize(cv2.imread(str(SCENES / 'crowdpose_106848.jpg')), (640, 480))
+    image = cv2.resize(cv2.imread(str(DEV_SET / 'crowdpose_106848.jpg')), (640, 480))
     for mode in ('image', 'video'):
         search = make_search(args, mode)
         alone = model_alone_ms(search)
@@ -390,10 +396,17 @@ def main() -> int:
                         help='also image mode on the dev set resized by each of these factors (e.g. 0.5,0.75,1.5,2)')
     parser.add_argument('--mirror', action='store_true',
                         help='also image mode on the dev set flipped left to right (at each of --scales, else x1)')
+    parser.add_argument('--scenes', type=Path, default=SCENES,
+                        help='folder of the photos (default: the dev set, test/data/scenes)')
+    parser.add_argument('--annotations', type=Path, default=None,
+                        help='their scenes file (default: scenes.json in --scenes), e.g. '
+                             'benchmarks/data/voc_group_photos.json')
     args = parser.parse_args()
-    scenes = json.loads((SCENES / 'scenes.json').read_text())['scenes']
+    globals()['SCENES'] = args.scenes       # the photos every part of the run reads (the speed run keeps DEV_SET's)
+    scenes = json.loads((args.annotations or args.scenes / 'scenes.json').read_text())['scenes']
     print(f'CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start')
-    print(f'dev set: {len(scenes)} photos, {sum(not h.get("occluded") for s in scenes for h in s["hands"])} '
+    visible = sum(not h.get('occluded') for s in scenes for h in s['hands'])
+    print(f'{args.annotations or "dev set"}: {len(scenes)} photos, {visible} '
           f'annotated visible hands (+ {sum(bool(h.get("occluded")) for s in scenes for h in s["hands"])} occluded, '
           'ignored)')
     run_recall(args, scenes)
