@@ -50,8 +50,7 @@ import cv2  # noqa: E402
 
 from hamer_ros.detection.regions import box_iou as iou  # noqa: E402
 
-SCENES = Path(__file__).resolve().parents[1] / 'test' / 'data' / 'scenes'    # the photos scored (--scenes)
-DEV_SET = SCENES
+SCENES = Path(__file__).resolve().parents[1] / 'test' / 'data' / 'scenes'    # the dev set (--scenes' default)
 SIZE_BINS = (('< 30 px', 0, 30), ('30-80 px', 30, 80), ('> 80 px', 80, 1e9))
 
 
@@ -131,6 +130,15 @@ class Tally:
         report(name, self.rows, self.boxes, self.wrong, self.wrong_person, self.ignored, times)
 
 
+def counts(rows):
+    """(hands >= 30 px found, their number, hands < 30 px found, their number, sides right, sides scored) of
+    `score_scene` rows; sides only among found hands >= 30 px whose annotation has a side."""
+    big = [r for r in rows if r[0] >= 30]
+    small = [r for r in rows if r[0] < 30]
+    sides = [r[2] for r in big if r[1] and r[2] is not None]
+    return sum(r[1] for r in big), len(big), sum(r[1] for r in small), len(small), sum(sides), len(sides)
+
+
 def report(name, rows, boxes, wrong, wrong_person, ignored, times):
     print(f'\n{name}')
     for label, lo, hi in SIZE_BINS:
@@ -138,16 +146,14 @@ def report(name, rows, boxes, wrong, wrong_person, ignored, times):
         found = sum(r[1] for r in sel)
         share = f'  ({100.0 * found / len(sel):5.1f} %)' if sel else ''
         print(f'  recall {label:9s}: {found:3d} / {len(sel):3d}' + share)
-    big = [r for r in rows if r[0] >= 30]
-    hits = sum(r[1] for r in big)
-    print(f'  recall >= 30 px : {hits:3d} / {len(big):3d}  ({100.0 * hits / max(1, len(big)):5.1f} %)')
+    hits, big, _, _, right, sided = counts(rows)
+    print(f'  recall >= 30 px : {hits:3d} / {big:3d}  ({100.0 * hits / max(1, big):5.1f} %)')
     scored = boxes - ignored
     print(f'  boxes           : {boxes}, {ignored} of them on people whose hands are not annotated (not scored); '
           f'on no annotated hand: {wrong} ({100.0 * wrong / max(1, scored):.1f} % of {scored}), of them inside an '
           f'annotated person: {wrong_person} ({100.0 * wrong_person / max(1, scored):.1f} %)')
-    sides = [r[2] for r in big if r[1] and r[2] is not None]
-    print(f'  sides right (matched >= 30 px): {sum(sides)} / {len(sides)}'
-          + (f' ({100.0 * sum(sides) / len(sides):.1f} %)' if sides else ''))
+    print(f'  sides right (matched >= 30 px): {right} / {sided}'
+          + (f' ({100.0 * right / sided:.1f} %)' if sided else ''))
     if times:
         keys = sorted({k for t in times for k in t})
         parts = [f'{k} {1000 * statistics.mean(t.get(k, 0.0) for t in times):.1f}' for k in keys]
@@ -176,7 +182,7 @@ def run_video_recall(args, scenes):
     results = {frames: Tally() for frames in checkpoints}
     per_scene = []
     for scene in scenes:
-        image = cv2.imread(str(SCENES / scene['image']))
+        image = cv2.imread(str(args.scenes / scene['image']))
         search = make_search(args, 'video')
         times = []
         for frame in range(1, max(checkpoints) + 1):
@@ -201,7 +207,7 @@ def run_recall(args, scenes):
     from hamer_ros.detection import HandDetector
 
     search = make_search(args, 'image')
-    images = {s['image']: cv2.imread(str(SCENES / s['image'])) for s in scenes}
+    images = {s['image']: cv2.imread(str(args.scenes / s['image'])) for s in scenes}
     for scene in scenes:                   # warm-up
         search.detect(images[scene['image']])
     tally, times, per_scene = Tally(), [], []
@@ -276,16 +282,13 @@ def run_scales(args, scenes):
                           for mirror in ((False, True) if args.mirror else (False,))]:
         search, tally = make_search(args, 'image'), Tally()
         for scene in scenes:
-            scaled, image = rescaled(scene, cv2.imread(str(SCENES / scene['image'])), scale, mirror)
+            scaled, image = rescaled(scene, cv2.imread(str(args.scenes / scene['image'])), scale, mirror)
             tally.add(scaled, search.detect(image))
         search.close()
         name = f'x{scale:g}' + (' mirrored' if mirror else '')
         tally.report(f'HandSearch (image mode), the photos resized {name}', [])
-        big = [r for r in tally.rows if r[0] >= 30]
-        small = [r for r in tally.rows if r[0] < 30]
-        sides = [r[2] for r in big if r[1] and r[2] is not None]
-        summary.append((name, sum(r[1] for r in big), len(big), sum(r[1] for r in small), len(small), tally.wrong,
-                        tally.boxes - tally.ignored, sum(sides), len(sides)))
+        hit, n, small_hit, small_n, right, sided = counts(tally.rows)
+        summary.append((name, hit, n, small_hit, small_n, tally.wrong, tally.boxes - tally.ignored, right, sided))
     print('\nresized photos: scale, recall >= 30 px, recall < 30 px, boxes on no annotated hand, sides right')
     for name, hit, n, small_hit, small_n, wrong, scored, right, sided in summary:
         print(f'  {name:14s} {hit:3d} / {n:3d}   {small_hit:3d} / {small_n:3d}   {wrong:3d} of {scored:3d} '
@@ -322,7 +325,7 @@ def model_alone_ms(search, repeats: int = 30) -> dict:
 
 
 def run_speed(args):
-    image = cv2.resize(cv2.imread(str(DEV_SET / 'crowdpose_106848.jpg')), (640, 480))
+    image = cv2.resize(cv2.imread(str(SCENES / 'crowdpose_106848.jpg')), (640, 480))
     for mode in ('image', 'video'):
         search = make_search(args, mode)
         alone = model_alone_ms(search)
@@ -402,7 +405,6 @@ def main() -> int:
                         help='their scenes file (default: scenes.json in --scenes), e.g. '
                              'benchmarks/data/voc_group_photos.json')
     args = parser.parse_args()
-    globals()['SCENES'] = args.scenes       # the photos every part of the run reads (the speed run keeps DEV_SET's)
     scenes = json.loads((args.annotations or args.scenes / 'scenes.json').read_text())['scenes']
     print(f'CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start')
     visible = sum(not h.get('occluded') for s in scenes for h in s['hands'])
