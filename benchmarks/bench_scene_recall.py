@@ -160,6 +160,15 @@ def report(name, rows, boxes, wrong, wrong_person, ignored, times):
         print('  ms per frame (mean): ' + ', '.join(parts))
 
 
+def read_photo(args, scene) -> np.ndarray:
+    """A scene's photo from the --scenes folder; a missing or unreadable one stops the run with its path."""
+    path = args.scenes / scene['image']
+    image = cv2.imread(str(path))
+    if image is None:
+        raise SystemExit(f'cannot read {path}: --scenes must be the folder of the photos that the annotations name')
+    return image
+
+
 def search_options(args) -> dict:
     return {'min_detection_confidence': args.min_detection_confidence,
             'min_presence_confidence': args.min_presence_confidence, 'lite_screen': args.lite_screen}
@@ -182,7 +191,7 @@ def run_video_recall(args, scenes):
     results = {frames: Tally() for frames in checkpoints}
     per_scene = []
     for scene in scenes:
-        image = cv2.imread(str(args.scenes / scene['image']))
+        image = read_photo(args, scene)
         search = make_search(args, 'video')
         times = []
         for frame in range(1, max(checkpoints) + 1):
@@ -207,7 +216,7 @@ def run_recall(args, scenes):
     from hamer_ros.detection import HandDetector
 
     search = make_search(args, 'image')
-    images = {s['image']: cv2.imread(str(args.scenes / s['image'])) for s in scenes}
+    images = {s['image']: read_photo(args, s) for s in scenes}
     for scene in scenes:                   # warm-up
         search.detect(images[scene['image']])
     tally, times, per_scene = Tally(), [], []
@@ -282,7 +291,7 @@ def run_scales(args, scenes):
                           for mirror in ((False, True) if args.mirror else (False,))]:
         search, tally = make_search(args, 'image'), Tally()
         for scene in scenes:
-            scaled, image = rescaled(scene, cv2.imread(str(args.scenes / scene['image'])), scale, mirror)
+            scaled, image = rescaled(scene, read_photo(args, scene), scale, mirror)
             tally.add(scaled, search.detect(image))
         search.close()
         name = f'x{scale:g}' + (' mirrored' if mirror else '')
