@@ -26,7 +26,7 @@ does not move as it moves the wall-clock maxima. `--video` streams each dev-set 
 (as the node sees a still scene) and prints the recall of the frame after 1, 3 and 10 s.
 
     python benchmarks/bench_scene_recall.py [--palm-min-hand-size 24] [--person-tiles 1] [--max-people 4] [--no-body]
-        [--speed] [--video]
+        [--no-mirror-pass] [--speed] [--video]
 
 Another set of photos in the same format: `--scenes DIR --annotations FILE` (images in DIR, scenes in FILE;
 FILE defaults to DIR/scenes.json). benchmarks/data/voc_group_photos.json annotates nine group photos that are not
@@ -180,7 +180,7 @@ def make_search(args, mode):
     return HandSearch(running_mode=mode, num_hands=args.num_hands, body_stage=not args.no_body,
                       palm_stage=not args.no_palm, palm_min_hand_size=args.palm_min_hand_size,
                       palm_tiles_per_frame=args.palm_tiles_per_frame, person_tiles=args.person_tiles,
-                      max_people=args.max_people, **search_options(args))
+                      max_people=args.max_people, mirror_pass=not args.no_mirror_pass, **search_options(args))
 
 
 def run_video_recall(args, scenes):
@@ -234,7 +234,8 @@ def run_recall(args, scenes):
     tally.report('HandSearch (image mode) ' + json.dumps({'palm_min_hand_size': args.palm_min_hand_size,
                                                           'person_tiles': args.person_tiles,
                                                           'max_people': args.max_people, **search_options(args),
-                                                          'body': not args.no_body, 'palm': not args.no_palm}),
+                                                          'body': not args.no_body, 'palm': not args.no_palm,
+                                                          'mirror_pass': not args.no_mirror_pass}),
                  times)
     print(f'  model runs per photo (mean, warm-up pass included): {runs}')
     print('  per photo: found/annotated, boxes, on no hand, ms, by stage')
@@ -399,6 +400,7 @@ def main() -> int:
     parser.add_argument('--lite-screen', type=float, default=default['lite_screen'],
                         help='HandSearch lite_screen (0: the full landmark model on every region)')
     parser.add_argument('--no-body', action='store_true')
+    parser.add_argument('--no-mirror-pass', action='store_true', help='image mode without the mirror-image pass')
     parser.add_argument('--no-palm', action='store_true')
     parser.add_argument('--speed', action='store_true', help='also time 640x480 two-person frames')
     parser.add_argument('--video', action='store_true',

@@ -166,7 +166,7 @@ def test_a_long_thin_frame_gets_a_few_pyramid_levels_and_an_empty_one_a_clear_er
     # No person tiles either where they would be under PERSON_TILE_MIN_SIDE: before, 750 tiles of 5 px (4.8 s).
     tile_runs, person_runs = _count_runs(search, 'palm_detection_lite'), _count_runs(search, 'pose_detection')
     assert search.detect(np.full((5, 3000, 3), 120, np.uint8)) == [] and tile_runs == []
-    assert len(person_runs) == 1                                   # the whole frame only
+    assert len(person_runs) == 2              # the whole frame only, once a pass (the image and its mirror image)
     for empty in (np.zeros((0, 0, 3), np.uint8), np.zeros((0, 640, 3), np.uint8)):
         with pytest.raises(ValueError, match='the image is empty'):
             search.detect(empty)
@@ -319,14 +319,15 @@ def test_video_mode_runs_one_person_tile_per_full_search_in_turn():
     with HandSearch(palm_stage=False) as image_mode:
         runs = _count_runs(image_mode, 'pose_detection')
         image_mode.detect(image)
-        assert len(runs) == 1 + len(tiles)
+        assert len(runs) == 2 * (1 + len(tiles))        # the whole frame and every tile, then all on the mirror image
 
 
 def test_a_large_fist_the_landmark_model_never_confirms_is_found_from_the_pose_alone(search):
     # posetrack18_003418: a man lying on a mat raises his right fist (motion-blurred, about 130 px; the dataset's
     # wrist at 953, 141 px). The landmark model's presence stays near zero in every turned region, but the pose
     # sees his wrist, index and pinky clearly: a pose-only hand (box and side, no landmarks) at any size. Limited to
-    # the former 40 px, the fist is not found.
+    # the former 40 px, the fist is not found, unless the mirror pass runs: on the photo flipped left to right, the
+    # landmark model confirms it.
     image = cv2.imread(str(SCENES / 'posetrack18_003418.jpg'))
     scene = next(s for s in json.loads((SCENES / 'scenes.json').read_text())['scenes']
                  if s['image'] == 'posetrack18_003418.jpg')
@@ -342,8 +343,12 @@ def test_a_large_fist_the_landmark_model_never_confirms_is_found_from_the_pose_a
     assert len(fist) == 1
     assert fist[0].stage == 'body' and fist[0].landmarks_2d is None and fist[0].side == 'right'
     assert fist[0].box_xyxy[2] - fist[0].box_xyxy[0] > 80
-    with HandSearch(pose_only_max_size=40.0) as capped:
+    with HandSearch(pose_only_max_size=40.0, mirror_pass=False) as capped:
         assert on_fist(capped.detect(image)) == []
+    with HandSearch(pose_only_max_size=40.0) as capped:
+        fist = on_fist(capped.detect(image))
+    assert len(fist) == 1 and fist[0].landmarks_2d is not None
+    assert fist[0].stage == 'body' and fist[0].side == 'right'
 
 
 # posetrack18_003418: the palm detector and the landmark model take the lying man's left ear (the back of his
@@ -599,6 +604,49 @@ def test_lite_screen_saves_full_model_runs_and_finds_the_same_hands(photo):
     assert len(full_runs['screened']) < len(full_runs['unscreened'])
     with pytest.raises(ValueError, match='lite_screen'):
         HandSearch(lite_screen=1.5)
+
+
+def test_the_mirror_pass_adds_a_hand_that_only_the_flipped_image_shows_and_keeps_the_first_passs_hands():
+    # posetrack18_012834 (image mode): the boy's left hand (PoseTrack's wrist, 32 px box) is confirmed by the body
+    # stage on the photo flipped left to right, not on the photo itself. The pass adds it, flipped back, with the
+    # subject's own side; every hand of the first pass stays as it was (num_hands high enough for all of them).
+    image = cv2.imread(str(SCENES / 'posetrack18_012834.jpg'))
+    boy_left = [880, 324, 912, 356]
+    with HandSearch(num_hands=32, mirror_pass=False) as first_only:
+        first = first_only.detect(image)
+    with HandSearch(num_hands=32) as both:
+        hands = both.detect(image)
+        assert both.last_timings['mirror_pass'] > 0
+    assert not [h for h in first if _on_hand(h.box_xyxy, boy_left)]
+    added = [h for h in hands if not any(h is f or np.array_equal(h.box_xyxy, f.box_xyxy) for f in first)]
+    assert len(added) == 1 and _on_hand(added[0].box_xyxy, boy_left), [h.box_xyxy.round().tolist() for h in added]
+    assert added[0].stage == 'body' and added[0].side == 'left' and added[0].landmarks_2d is not None
+    assert sorted(h.box_xyxy.tolist() for h in hands if h is not added[0]) == sorted(h.box_xyxy.tolist() for h in first)
+    # video mode tracks hands instead: its full searches run no mirror pass
+    with HandSearch(running_mode='video', palm_stage=False) as video:
+        video.detect(image, timestamp_ms=0)
+        assert 'mirror_pass' not in video.last_timings
+
+
+def test_a_hand_from_the_flipped_frame_is_flipped_back_onto_the_same_pixels(search):
+    # _flipped: a hand found in image[:, ::-1] lands on the pixels it covered there; its world landmarks are
+    # reflected in x; flipping twice gives the hand back.
+    from hamer_ros.detection.hand_search import _flipped
+
+    image = cv2.imread(str(SCENES / 'aic_ff945ae2e729f24eea992814639d59b3bdec8bd8.jpg'))
+    flipped = np.ascontiguousarray(image[:, ::-1])
+    width = image.shape[1]
+    hand = next(h for h in search.detect(flipped) if h.landmarks_2d is not None)
+    back = _flipped(hand, width)
+    cols, rows = np.round(hand.landmarks_2d).astype(int).T
+    back_cols = np.round(back.landmarks_2d[:, 0]).astype(int)
+    assert np.array_equal(flipped[rows, cols], image[rows, back_cols])
+    assert np.allclose(back.box_xyxy[[0, 2]], width - 1 - hand.box_xyxy[[2, 0]])
+    assert np.allclose(back.box_xyxy[[1, 3]], hand.box_xyxy[[1, 3]])
+    assert np.allclose(back.landmarks_world, hand.landmarks_world * [-1, 1, 1])
+    again = _flipped(back, width)
+    assert np.allclose(again.landmarks_2d, hand.landmarks_2d) and np.allclose(again.box_xyxy, hand.box_xyxy)
+    assert (back.side, back.score, back.stage) == (hand.side, hand.score, hand.stage)
 
 
 def test_a_body_region_turned_finds_a_hand_the_poses_rotation_misses():

@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 def make_hand_detector(running_mode: str = 'image', num_hands: int = 8, search: bool = True,
                        body_stage: bool = True, palm_min_hand_size: float = 24.0,
                        palm_tiles_per_frame: int = 1, person_tiles: int = 3, max_people: int = 4,
-                       full_search_period: int = 10, model_path=None, min_detection_confidence: float = 0.5,
+                       full_search_period: int = 10, mirror_pass: bool = True, model_path=None,
+                       min_detection_confidence: float = 0.5,
                        min_presence_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
                        mirrored: bool = False, rgb_input: bool = False, warn=None, provision_model: bool = True):
     """A detector with `.detect(image, timestamp_ms)`, `.reset()`, `.close()`.
@@ -34,7 +35,7 @@ def make_hand_detector(running_mode: str = 'image', num_hands: int = 8, search: 
         return HandSearch(running_mode=running_mode, num_hands=num_hands, body_stage=body_stage,
                           palm_min_hand_size=palm_min_hand_size,
                           palm_tiles_per_frame=palm_tiles_per_frame, person_tiles=person_tiles, max_people=max_people,
-                          full_search_period=full_search_period,
+                          full_search_period=full_search_period, mirror_pass=mirror_pass,
                           min_detection_confidence=min_detection_confidence,
                           min_presence_confidence=min_presence_confidence,
                           min_tracking_confidence=min_tracking_confidence, mirrored=mirrored, rgb_input=rgb_input,
@@ -70,6 +71,9 @@ def add_search_arguments(parser) -> None:
                         help='most people per frame for the body stage (default 4)')
     parser.add_argument('--full-search-period', type=int, default=10,
                         help='video: frames between full searches while every hand stays tracked (default 10)')
+    parser.add_argument('--no-mirror-pass', action='store_true',
+                        help='images: no second body-stage pass on the image flipped left to right (it finds hands '
+                             'the first pass misses, for about the body stage\'s time again)')
 
 
 def detector_from_args(args, running_mode: str, **options):
@@ -78,4 +82,5 @@ def detector_from_args(args, running_mode: str, **options):
                               body_stage=not args.no_body_stage, palm_min_hand_size=args.palm_min_hand_size,
                               palm_tiles_per_frame=args.palm_tiles_per_frame,
                               person_tiles=args.person_tiles, max_people=args.max_people,
-                              full_search_period=args.full_search_period, **options)
+                              full_search_period=args.full_search_period, mirror_pass=not args.no_mirror_pass,
+                              **options)

@@ -41,7 +41,8 @@ away is found within one pass over the pyramid (19 frames at 640x480). On a trac
 screens the tile's palms; the full model confirms one on the next frame, which runs no tile, and a tracked frame
 whose re-check needed the full model's second opinion leaves its palm work to the next frame (never two frames in
 a row), so that a tracked frame pays for at most one of these. Image mode runs the full search, with every tile,
-on every frame.
+on every frame, and then the body stage once more on the frame flipped left to right (`mirror_pass`): the models
+are not mirror-symmetric, and the hands only the mirror image shows are added.
 
 Merging: hands whose boxes overlap (IoU > 0.3, or one mostly inside the other) are one hand; the one with the
 higher presence wins, so every hand is reported once, with one side. `HandDetection.stage` says which stage
@@ -49,6 +50,7 @@ found it.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -185,6 +187,10 @@ class HandSearch:
         has no landmarks to re-check): it is reported on every frame, and a frame whose only hands are pose-only
         is not a reason for a full search; one is held for at most POSE_ONLY_HOLD_FRAMES (10) frames, so a long
         full_search_period brings the full search sooner while pose-only hands are in view.
+    mirror_pass: image mode: the body stage runs a second time on the frame flipped left to right, and the hands
+        it confirms (with landmarks) where the first pass found none are added, flipped back (`_mirror_pass`).
+        The person, pose and hand models are not mirror-symmetric: a person or hand one of the two views misses,
+        the other often finds. Costs about the body stage's time again (image mode only: video mode tracks).
     """
 
     def __init__(self, running_mode: str = 'image', num_hands: int = 8, body_stage: bool = True,
@@ -194,7 +200,7 @@ class HandSearch:
                  min_detection_confidence: float = 0.5, min_presence_confidence: float = 0.5,
                  min_tracking_confidence: float = 0.5, mirrored: bool = False, rgb_input: bool = False,
                  num_threads: int = 2, pose_only_max_size: float = math.inf, tracking_model: str = 'lite',
-                 lite_screen: float = LITE_SCREEN,
+                 lite_screen: float = LITE_SCREEN, mirror_pass: bool = True,
                  provision_models: bool = True):
         from hamer_ros.detection.hand_detector import RUNNING_MODES
         from hamer_ros.detection.search_models import LITERT_MISSING, TfliteModel, ensure_search_models, \
@@ -237,6 +243,7 @@ class HandSearch:
         if not 0.0 <= lite_screen <= 1.0:
             raise ValueError(f'lite_screen must lie in [0, 1], got {lite_screen}')
         self.lite_screen = float(lite_screen)
+        self.mirror_pass = bool(mirror_pass)
         names = sorted({'hand_landmark_full', self._tracking_model}
                        | ({'hand_landmark_lite'} if self.lite_screen > 0 else set())) + \
             (['palm_detection_full', 'palm_detection_lite'] if palm_stage else []) + \
@@ -360,6 +367,8 @@ class HandSearch:
                     self._side_evidence(hand, evidence._replace(wrist_side=side))
             found = merge_hands(found + self._refine(rgb, merge_hands(new, 10 ** 6), wrists, refined),
                                 self.num_hands)
+            if self.running_mode == 'image' and self.mirror_pass and self.body_stage:
+                found = merge_hands(found + self._mirror_pass(rgb, found), self.num_hands)
         else:
             if postpone:
                 self._pending = list(pending)
@@ -400,11 +409,11 @@ class HandSearch:
 
     def _full_search(self, rgb: np.ndarray, palm_tiles: List[Region],
                      tracked: Sequence[HandDetection] = (),
-                     pending: Sequence[Tuple[Region, Optional[HandDetection]]] = ()):
+                     pending: Sequence[Tuple[Region, Optional[HandDetection]]] = (), palm: bool = True):
         """(new hands, [(side, wrist px, visibility)] of the bodies' visible wrists, the new hands found in the
         region of their own landmarks already). `palm_tiles`: the pyramid tiles the palm detector runs on;
         `tracked`: hands the tracked re-check confirmed on this frame: a body wrist at one of them (`_at_wrist`) is
-        not searched again, and no palm on one is confirmed again."""
+        not searched again, and no palm on one is confirmed again. `palm` False: the body stage alone."""
         hands: List[HandDetection] = []
         wrists: List[Tuple[str, np.ndarray, float]] = []
         refined: List[HandDetection] = []
@@ -437,11 +446,42 @@ class HandSearch:
                     hands.append(hand)
             self.last_timings['body_hands'] = time.perf_counter() - start
             self._heads = (heads, arms)
-        if self.palm_stage:
+        if self.palm_stage and palm:
             palm_hands, palm_refined = self._palm_hands(rgb, palm_tiles, list(tracked) + hands, pending=pending)
             hands += palm_hands
             refined += palm_refined
         return hands, wrists, refined
+
+    def _mirror_pass(self, rgb: np.ndarray, found: Sequence[HandDetection]) -> List[HandDetection]:
+        """Image mode: the hands the body stage confirms (with landmarks) on the frame flipped left to right, flipped
+        back, where no hand in `found` (the first pass's) overlaps them. The models are not mirror-symmetric: on
+        nine group photos that tuned nothing (benchmarks/data/voc_group_photos.json, at x0.75, x1 and x1.5) this
+        finds 36 of 53 hands >= 30 px instead of 31, with 7 boxes on no hand instead of 6; on the dev set at five
+        scales, as is and mirrored, 199 / 346 and 115 / 284 instead of 197 and 112, 70 wrong boxes instead of 67
+        (docs/performance.md). Only the body stage runs again, and only its confirmed hands are kept: the
+        mirror's pose-only and palm hands added more wrong boxes than hands. Sides are the subject's: the pass
+        runs with `mirrored` inverted, which swaps both the hand model's and the pose's sides back."""
+        start = time.perf_counter()
+        timings, heads = self.last_timings, self._heads
+        self.last_timings = {}
+        self.mirrored = not self.mirrored
+        try:
+            flipped = np.ascontiguousarray(rgb[:, ::-1])
+            new, wrists, refined = self._full_search(flipped, palm_tiles=[], palm=False)
+            hands = self._refine(flipped, merge_hands(new, 10 ** 6), wrists, refined)
+        finally:
+            self.mirrored = not self.mirrored
+            self.last_timings, self._heads = timings, heads
+        width = rgb.shape[1]
+        added: List[HandDetection] = []
+        for hand in hands:
+            if hand.landmarks_2d is None:
+                continue
+            hand = _flipped(hand, width)
+            if not any(_overlaps(hand.box_xyxy, other.box_xyxy) for other in list(found) + added):
+                added.append(hand)
+        self.last_timings['mirror_pass'] = time.perf_counter() - start
+        return added
 
     def _palm_hands(self, rgb: np.ndarray, tiles: List[Region], known: List[HandDetection],
                     whole_frame: bool = True, pending: Sequence[Tuple[Region, Optional[HandDetection]]] = (),
@@ -888,6 +928,23 @@ def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
     return smaller > 0 and ix * iy > 0.6 * smaller
+
+
+def _flipped(hand: HandDetection, width: int) -> HandDetection:
+    """A hand found in a frame `width` px wide flipped left to right (`image[:, ::-1]`: pixel x there is pixel
+    width - 1 - x here, pixel centres at whole numbers as in `crop`), in the unflipped frame's pixels: box,
+    landmarks, and world landmarks reflected in x (the image's axis)."""
+    box = hand.box_xyxy.copy()
+    box[[0, 2]] = np.clip(width - 1.0 - hand.box_xyxy[[2, 0]], 0.0, width)
+    points = None
+    if hand.landmarks_2d is not None:
+        points = hand.landmarks_2d.copy()
+        points[:, 0] = width - 1.0 - points[:, 0]
+    world = None
+    if hand.landmarks_world is not None:
+        world = hand.landmarks_world.copy()
+        world[:, 0] = -world[:, 0]
+    return dataclasses.replace(hand, box_xyxy=box, landmarks_2d=points, landmarks_world=world)
 
 
 def merge_hands(hands: List[HandDetection], limit: int) -> List[HandDetection]:

@@ -381,6 +381,7 @@ class FrameProcessor:
                 palm_tiles_per_frame=value('detector.palm_tiles_per_frame'),
                 person_tiles=value('detector.person_tiles'),
                 max_people=value('detector.max_people'), full_search_period=value('detector.full_search_period'),
+                mirror_pass=value('detector.mirror_pass'),
                 warn=self._log.warning,
                 min_detection_confidence=value('detector.min_detection_confidence'),
                 min_presence_confidence=value('detector.min_presence_confidence'),
