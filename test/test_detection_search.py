@@ -322,12 +322,12 @@ def test_video_mode_runs_one_person_tile_per_full_search_in_turn():
         assert len(runs) == 2 * (1 + len(tiles))        # the whole frame and every tile, then all on the mirror image
 
 
-def test_a_large_fist_the_landmark_model_never_confirms_is_found_from_the_pose_alone(search):
+def test_a_large_fist_the_landmark_model_never_confirms_is_found_from_the_pose_alone():
     # posetrack18_003418: a man lying on a mat raises his right fist (motion-blurred, about 130 px; the dataset's
-    # wrist at 953, 141 px). The landmark model's presence stays near zero in every turned region, but the pose
-    # sees his wrist, index and pinky clearly: a pose-only hand (box and side, no landmarks) at any size. Limited to
-    # the former 40 px, the fist is not found, unless the mirror pass runs: on the photo flipped left to right, the
-    # landmark model confirms it.
+    # wrist at 953, 141 px). On the photo itself the landmark model's presence stays near zero in every turned
+    # region, but the pose sees his wrist, index and pinky clearly: a pose-only hand (box and side, no landmarks) at
+    # any size. Limited to the former 40 px, the fist is not found. The mirror pass (image mode) confirms it on the
+    # photo flipped left to right, with landmarks, and that hand replaces the pose-only box.
     image = cv2.imread(str(SCENES / 'posetrack18_003418.jpg'))
     scene = next(s for s in json.loads((SCENES / 'scenes.json').read_text())['scenes']
                  if s['image'] == 'posetrack18_003418.jpg')
@@ -339,16 +339,18 @@ def test_a_large_fist_the_landmark_model_never_confirms_is_found_from_the_pose_a
                 h.box_xyxy[1] - 0.25 * (h.box_xyxy[3] - h.box_xyxy[1]) <= wrist[1] <= h.box_xyxy[3]
                 and _iou(h.box_xyxy, truth['box_xyxy']) >= 0.2]
 
-    fist = on_fist(search.detect(image))
+    with HandSearch(mirror_pass=False) as first_only:
+        fist = on_fist(first_only.detect(image))
     assert len(fist) == 1
     assert fist[0].stage == 'body' and fist[0].landmarks_2d is None and fist[0].side == 'right'
     assert fist[0].box_xyxy[2] - fist[0].box_xyxy[0] > 80
     with HandSearch(pose_only_max_size=40.0, mirror_pass=False) as capped:
         assert on_fist(capped.detect(image)) == []
-    with HandSearch(pose_only_max_size=40.0) as capped:
-        fist = on_fist(capped.detect(image))
-    assert len(fist) == 1 and fist[0].landmarks_2d is not None
-    assert fist[0].stage == 'body' and fist[0].side == 'right'
+    for options in ({}, {'pose_only_max_size': 40.0}):
+        with HandSearch(**options) as both:
+            fist = on_fist(both.detect(image))
+        assert len(fist) == 1 and fist[0].landmarks_2d is not None, options
+        assert fist[0].stage == 'body' and fist[0].side == 'right'
 
 
 # posetrack18_003418: the palm detector and the landmark model take the lying man's left ear (the back of his

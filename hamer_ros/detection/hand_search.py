@@ -188,7 +188,8 @@ class HandSearch:
         is not a reason for a full search; one is held for at most POSE_ONLY_HOLD_FRAMES (10) frames, so a long
         full_search_period brings the full search sooner while pose-only hands are in view.
     mirror_pass: image mode: the body stage runs a second time on the frame flipped left to right, and the hands
-        it confirms (with landmarks) where the first pass found none are added, flipped back (`_mirror_pass`).
+        it confirms (with landmarks) where the first pass confirmed none are added, flipped back (`_mirror_pass`;
+        a pose-only box of the first pass gives way to such a hand).
         The person, pose and hand models are not mirror-symmetric: a person or hand one of the two views misses,
         the other often finds. Costs about the body stage's time again (image mode only: video mode tracks).
     """
@@ -454,7 +455,9 @@ class HandSearch:
 
     def _mirror_pass(self, rgb: np.ndarray, found: Sequence[HandDetection]) -> List[HandDetection]:
         """Image mode: the hands the body stage confirms (with landmarks) on the frame flipped left to right, flipped
-        back, where no hand in `found` (the first pass's) overlaps them. The models are not mirror-symmetric: on
+        back, where no hand with landmarks in `found` (the first pass's) overlaps them; a pose-only box there then
+        gives way to the confirmed hand in `merge_hands` (dev set, posetrack18_003418: a raised fist that only the
+        mirror image confirms). The models are not mirror-symmetric: on
         nine group photos that tuned nothing (benchmarks/data/voc_group_photos.json, at x0.75, x1 and x1.5) this
         finds 36 of 53 hands >= 30 px instead of 31, with 7 boxes on no hand instead of 6; on the dev set at five
         scales, as is and mirrored, 199 / 346 and 115 / 284 instead of 197 and 112, 70 wrong boxes instead of 67
@@ -478,7 +481,8 @@ class HandSearch:
             if hand.landmarks_2d is None:
                 continue
             hand = _flipped(hand, width)
-            if not any(_overlaps(hand.box_xyxy, other.box_xyxy) for other in list(found) + added):
+            if not any(_overlaps(hand.box_xyxy, other.box_xyxy) for other in list(found) + added
+                       if other.landmarks_2d is not None):
                 added.append(hand)
         self.last_timings['mirror_pass'] = time.perf_counter() - start
         return added

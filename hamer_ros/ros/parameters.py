@@ -145,7 +145,7 @@ PARAMETERS: Tuple[Param, ...] = (
           '10 frames)', read_only=True, low=1, high=1000),
     Param('detector.mirror_pass', True,
           'search, image mode: the body stage runs again on the image flipped left to right and adds the hands it '
-          'confirms where the first pass found none (the models are not mirror-symmetric; about the body stage\'s '
+          'confirms where the first pass confirmed none (the models are not mirror-symmetric; about the body stage\'s '
           'time again); video mode tracks hands instead and ignores this', read_only=True),
     Param('detector.min_detection_confidence', 0.5, 'MediaPipe palm detection threshold',
           low=CONFIDENCE_RANGES['min_detection_confidence'][0],
