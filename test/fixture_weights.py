@@ -520,6 +520,19 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def mano_digests(mano: dict) -> Dict[str, str]:
+    """sha256 of each MANO_RIGHT.pkl value as pickled (protocol 2), except 'hands_components': LAPACK's QR
+    differs in the last float64 bits between OpenBLAS's CPU kernels (measured: OPENBLAS_CORETYPE=Haswell vs
+    SkylakeX on one machine), so that one is hashed after rounding to float32, as the checkpoint holds it."""
+    digests = {}
+    for key, value in mano.items():
+        if key == 'hands_components':
+            digests[key] = hashlib.sha256(np.ascontiguousarray(value, dtype=np.float32).tobytes()).hexdigest()
+        else:
+            digests[key] = hashlib.sha256(pickle.dumps(value, protocol=2)).hexdigest()
+    return digests
+
+
 def write_data_dir(out: Path, seed: int, mano_only: bool = False, hash_checkpoint_file: bool = False) -> dict:
     """Writes the `_DATA` folder of `seed` under `out`; returns what FIXTURE_INFO.json says."""
     out = Path(out)
@@ -529,7 +542,8 @@ def write_data_dir(out: Path, seed: int, mano_only: bool = False, hash_checkpoin
     files = {'data/mano/MANO_RIGHT.pkl': lambda path: path.write_bytes(pickle.dumps(mano, protocol=2)),
              'data/mano_mean_params.npz': lambda path: np.savez(path, **mean_params),
              'hamer_ckpts/model_config.yaml': lambda path: path.write_text(MODEL_CONFIG_YAML)}
-    info = {'seed': seed, 'generator': 'test/fixture_weights.py', 'torch': torch.__version__, 'files': {}}
+    info = {'seed': seed, 'generator': 'test/fixture_weights.py', 'torch': torch.__version__, 'files': {},
+            'mano_digests': mano_digests(mano)}
     for relative, write in files.items():
         write(out / relative)
         info['files'][relative] = file_sha256(out / relative)
