@@ -400,7 +400,8 @@ def main() -> int:
     parser.add_argument('--lite-screen', type=float, default=default['lite_screen'],
                         help='HandSearch lite_screen (0: the full landmark model on every region)')
     parser.add_argument('--no-body', action='store_true')
-    parser.add_argument('--no-mirror-pass', action='store_true', help='image mode without the mirror-image pass')
+    parser.add_argument('--no-mirror-pass', action='store_true',
+                        help='no mirror-image search (image mode: the second pass; video: every other full search)')
     parser.add_argument('--no-palm', action='store_true')
     parser.add_argument('--speed', action='store_true', help='also time 640x480 two-person frames')
     parser.add_argument('--video', action='store_true',

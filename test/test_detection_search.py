@@ -294,11 +294,13 @@ def test_video_mode_keeps_what_each_person_tile_found_until_its_next_turn():
     assert all(on_far[tiles:]), on_far
 
 
-def test_video_mode_runs_one_person_tile_per_full_search_in_turn():
+@pytest.mark.parametrize('mirror_pass', [False, True])
+def test_video_mode_runs_one_person_tile_per_full_search_in_turn(mirror_pass):
     # Every frame a full search (full_search_period 1): each runs the person detector on the whole frame and on
-    # the next tile, so that a full search stays within its budget; image mode runs them all.
+    # the next tile, so that a full search stays within its budget; image mode runs them all. With the mirror
+    # pass, every other full search is on the mirror image, and each of the two images takes the tiles in turn.
     image = cv2.imread(str(SCENES / 'crowdpose_106848.jpg'))
-    with HandSearch(running_mode='video', palm_stage=False, full_search_period=1) as video:
+    with HandSearch(running_mode='video', palm_stage=False, full_search_period=1, mirror_pass=mirror_pass) as video:
         tiles = video._windows(image, video.person_tiles)[1:]
         assert len(tiles) == 6
         seen = []
@@ -310,12 +312,15 @@ def test_video_mode_runs_one_person_tile_per_full_search_in_turn():
             return windows
         video._person_windows = recorded
         runs = _count_runs(video, 'pose_detection')
-        for i in range(2 * len(tiles)):
+        views = 2 if mirror_pass else 1
+        for i in range(2 * views * len(tiles)):
             video.detect(image, timestamp_ms=33 * i)
-        assert video.full_searches == len(seen) == 2 * len(tiles)
+        assert video.full_searches == len(seen) == 2 * views * len(tiles)
         assert len(runs) == 2 * len(seen)
-        assert len({tuple(w[1]) for w in seen}) == len(tiles)      # every tile in turn
-        assert [w[1] for w in seen[:len(tiles)]] == [w[1] for w in seen[len(tiles):]]
+        for view in range(views):
+            turns = seen[view::views]
+            assert len({tuple(w[1]) for w in turns}) == len(tiles)      # every tile in turn
+            assert [w[1] for w in turns[:len(tiles)]] == [w[1] for w in turns[len(tiles):]]
     with HandSearch(palm_stage=False) as image_mode:
         runs = _count_runs(image_mode, 'pose_detection')
         image_mode.detect(image)
@@ -432,7 +437,8 @@ def test_video_mode_holds_a_pose_only_hand_until_the_next_full_search():
     # frames nor makes every frame a full search (before: 12 full searches in 12 frames). No pyramid here: a tile
     # finds a palm elsewhere in this photo.
     image = cv2.imread(str(SCENES / 'posetrack18_003418.jpg'))
-    with HandSearch(running_mode='video', full_search_period=10, palm_min_hand_size=0) as video:
+    with HandSearch(running_mode='video', full_search_period=10, palm_min_hand_size=0,
+                    mirror_pass=False) as video:
         frames = [video.detect(image, timestamp_ms=33 * i) for i in range(12)]
         assert video.full_searches == 2                 # frames 0 and 10
         assert 'tracked' in video.last_timings and 'body_pose' not in video.last_timings
@@ -444,7 +450,8 @@ def test_video_mode_holds_a_pose_only_hand_until_the_next_full_search():
         assert np.allclose(held[0].box_xyxy, first[0].box_xyxy, atol=1.0 if i >= 10 else 0.0), i
     # However long the period, a pose-only hand is held for at most POSE_ONLY_HOLD_FRAMES frames before a full
     # search looks again (a person who walked out leaves no hand behind for longer).
-    with HandSearch(running_mode='video', full_search_period=10 ** 6, palm_min_hand_size=0) as video:
+    with HandSearch(running_mode='video', full_search_period=10 ** 6, palm_min_hand_size=0,
+                    mirror_pass=False) as video:
         frames = [video.detect(image, timestamp_ms=33 * i) for i in range(2 * POSE_ONLY_HOLD_FRAMES + 1)]
         assert video.full_searches == 3                 # frames 0, 10 and 20
     assert all(len([h for h in hands if h.landmarks_2d is None]) == 1 for hands in frames)
@@ -500,10 +507,10 @@ def test_a_tracked_frame_that_needs_the_full_models_second_opinion_leaves_its_ti
     with HandSearch(running_mode='video', full_search_period=10 ** 6) as video:
         original = video._confirm
 
-        def lite_misses_tracked_hands(rgb, region, stage, threshold, model='hand_landmark_full'):
+        def lite_misses_tracked_hands(rgb, region, stage, threshold, model='hand_landmark_full', mirror_view=False):
             if stage == 'tracked' and model == 'hand_landmark_lite':
                 return None
-            return original(rgb, region, stage, threshold, model)
+            return original(rgb, region, stage, threshold, model, mirror_view)
         video._confirm = lite_misses_tracked_hands
         tile_runs = _count_runs(video, 'palm_detection_lite')
         assert video.detect(image, timestamp_ms=0)
@@ -624,10 +631,83 @@ def test_the_mirror_pass_adds_a_hand_that_only_the_flipped_image_shows_and_keeps
     assert len(added) == 1 and _on_hand(added[0].box_xyxy, boy_left), [h.box_xyxy.round().tolist() for h in added]
     assert added[0].stage == 'body' and added[0].side == 'left' and added[0].landmarks_2d is not None
     assert sorted(h.box_xyxy.tolist() for h in hands if h is not added[0]) == sorted(h.box_xyxy.tolist() for h in first)
-    # video mode tracks hands instead: its full searches run no mirror pass
+    # video mode's full searches take the frame and its mirror image in turn instead (next test)
     with HandSearch(running_mode='video', palm_stage=False) as video:
         video.detect(image, timestamp_ms=0)
-        assert 'mirror_pass' not in video.last_timings
+        assert 'mirror_pass' not in video.last_timings and 'mirror_search' not in video.last_timings
+        video.reset()
+        video.detect(image[:, ::-1], timestamp_ms=0)      # nothing found on frame 0 of either: each a full search
+        video.detect(image[:, ::-1], timestamp_ms=33)
+        assert video.last_timings['mirror_search'] > 0
+
+
+def test_video_mode_tracks_a_hand_only_the_mirror_image_confirms():
+    # Video mode (the node): every other full search runs the body stage on the mirror image, and the hands it
+    # confirms are re-checked on the tracked frames as the mirror image shows them, so they stay. posetrack18_012834:
+    # the boy's left hand (the image-mode test above) is found by the second full search on frame 3 and tracked
+    # from then on; without the mirror pass, never. posetrack18_003418: the raised fist is a pose-only box until the
+    # first full search on the mirror image (frame 10) confirms it with landmarks; it is tracked after that.
+    def on_hand(hands, box):
+        return [h for h in hands if _on_hand(h.box_xyxy, box)]
+
+    image = cv2.imread(str(SCENES / 'posetrack18_012834.jpg'))
+    boy_left = [880, 324, 912, 356]
+    for mirror_pass in (False, True):
+        with HandSearch(running_mode='video', mirror_pass=mirror_pass) as video:
+            frames = [on_hand(video.detect(image, timestamp_ms=33 * i), boy_left) for i in range(24)]
+        if not mirror_pass:
+            assert not any(frames)
+            continue
+        first = next(i for i, hands in enumerate(frames) if hands)
+        assert first <= 4 and all(len(hands) == 1 for hands in frames[first:]), [len(h) for h in frames]
+        assert all(hands[0].side == 'left' and hands[0].landmarks_2d is not None for hands in frames[first:])
+        assert sum(hands[0].stage == 'tracked' for hands in frames[first:]) >= len(frames) - first - 3
+
+    image = cv2.imread(str(SCENES / 'posetrack18_003418.jpg'))
+    with HandSearch(running_mode='video', palm_min_hand_size=0) as video:
+        frames = [[h for h in video.detect(image, timestamp_ms=33 * i) if h.box_xyxy[2] - h.box_xyxy[0] > 60]
+                  for i in range(14)]
+    assert all(len(hands) == 1 and hands[0].side == 'right' for hands in frames), [len(h) for h in frames]
+    assert all(hands[0].landmarks_2d is None for hands in frames[:10])
+    assert frames[10][0].stage == 'body' and frames[10][0].landmarks_2d is not None
+    assert all(hands[0].stage == 'tracked' and hands[0].landmarks_2d is not None for hands in frames[11:])
+
+
+def test_a_region_seen_as_the_mirror_image_shows_it_gives_the_hand_of_the_flipped_frame(search):
+    # _confirm(mirror_view=True) flips the region's crop instead of the frame: the same hand as the landmark model
+    # finds at the mirrored region of the flipped frame (with `mirrored` inverted, for the subject's own side),
+    # flipped back. The two crops are not sampled at the same points: a crop's centre is at pixel 112 of 224
+    # (MediaPipe's convention), so the flipped crop sits one crop pixel off the mirrored region's crop, which moves
+    # the landmarks by about 1 % of the region here, and the fingertips of a half-hidden hand by up to 7 % (a wrong
+    # reflection would move every landmark by about the hand's size).
+    import dataclasses
+    from hamer_ros.detection.hand_search import _flipped, tracking_region
+
+    image = cv2.imread(str(SCENES / 'aic_ff945ae2e729f24eea992814639d59b3bdec8bd8.jpg'))
+    rgb = search._to_rgb(image)
+    width = rgb.shape[1]
+    hands = [h for h in search.detect(image) if h.landmarks_2d is not None]
+    assert len(hands) >= 3
+    compared = 0
+    for hand in hands:
+        region = tracking_region(hand.landmarks_2d)
+        seen = search._confirm(rgb, region, 'body', 0.0, mirror_view=True)
+        mirrored_region = dataclasses.replace(region, cx=width - 1.0 - region.cx, angle=-region.angle)
+        search.mirrored = not search.mirrored
+        try:
+            there = search._confirm(np.ascontiguousarray(rgb[:, ::-1]), mirrored_region, 'body', 0.0)
+        finally:
+            search.mirrored = not search.mirrored
+        back = _flipped(there, width)
+        assert abs(seen.score - back.score) < 0.1
+        if min(seen.side_score, back.side_score) > 0.6:     # an undecided side (0.53) may come out either way
+            assert seen.side == back.side
+        error = np.linalg.norm(seen.landmarks_2d - back.landmarks_2d, axis=1)
+        assert np.median(error) < 0.02 * region.size and error.max() < 0.1 * region.size, error.round(1)
+        error = np.linalg.norm(seen.landmarks_world - back.landmarks_world, axis=1)       # m
+        assert np.median(error) < 0.005 and error.max() < 0.02, error.round(3)
+        compared += 1
+    assert compared == len(hands)
 
 
 def test_a_hand_from_the_flipped_frame_is_flipped_back_onto_the_same_pixels(search):
@@ -722,12 +802,18 @@ def test_a_tracked_hand_that_vanishes_brings_the_full_search_at_once(sample_phot
 def test_a_hand_new_from_the_full_search_that_fails_its_first_recheck_waits_for_the_next_full_search():
     # posetrack18_012834 (1920x1080, a crowd) streamed as a still video: the body stage finds a hand at about
     # (1712, 426) that the tracked re-check drops on the next frame. Treated as a lost hand, it brought a full
-    # search (90 ms a frame here instead of 12-17) on every frame; now the full searches keep their period
-    # (full_search_period 10: frames 0, 10 and 20, and those after a followed hand is lost).
+    # search (90 ms a frame here instead of 12-17) on every frame; now, once hands are found, the full searches keep
+    # their period (full_search_period 10), plus one after a followed hand is lost. Until a first hand is found,
+    # every frame is a full search (three or four frames here, with and without the mirror pass).
     image = cv2.imread(str(SCENES / 'posetrack18_012834.jpg'))
     with HandSearch(running_mode='video') as video:
-        frames = [video.detect(image, timestamp_ms=33 * i) for i in range(30)]
-        assert video.full_searches <= 6, video.full_searches
+        frames, full = [], []
+        for i in range(30):
+            before = video.full_searches
+            frames.append(video.detect(image, timestamp_ms=33 * i))
+            full.append(video.full_searches > before)
+    first = next(i for i, hands in enumerate(frames) if hands)
+    assert first <= 4 and sum(full[first + 1:]) <= 4, full
     assert all(frames[9:]), [len(hands) for hands in frames]
 
 

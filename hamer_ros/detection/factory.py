@@ -72,8 +72,9 @@ def add_search_arguments(parser) -> None:
     parser.add_argument('--full-search-period', type=int, default=10,
                         help='video: frames between full searches while every hand stays tracked (default 10)')
     parser.add_argument('--no-mirror-pass', action='store_true',
-                        help='images: no second body-stage pass on the image flipped left to right (it finds hands '
-                             'the first pass misses, for about the body stage\'s time again)')
+                        help='no body-stage search on the image flipped left to right (it finds hands the image '
+                             'itself hides from the models: images, a second pass for about the body stage\'s time '
+                             'again; video, every other full search)')
 
 
 def detector_from_args(args, running_mode: str, **options):

@@ -42,7 +42,9 @@ screens the tile's palms; the full model confirms one on the next frame, which r
 whose re-check needed the full model's second opinion leaves its palm work to the next frame (never two frames in
 a row), so that a tracked frame pays for at most one of these. Image mode runs the full search, with every tile,
 on every frame, and then the body stage once more on the frame flipped left to right (`mirror_pass`): the models
-are not mirror-symmetric, and the hands only the mirror image shows are added.
+are not mirror-symmetric, and the hands only the mirror image shows are added. Video mode's full searches take the
+frame and its mirror image in turn for the body stage (the palm stage stays on the frame), and a hand found on the
+mirror image is re-checked on the tracked frames as the mirror image shows it.
 
 Merging: hands whose boxes overlap (IoU > 0.3, or one mostly inside the other) are one hand; the one with the
 higher presence wins, so every hand is reported once, with one side. `HandDetection.stage` says which stage
@@ -187,11 +189,14 @@ class HandSearch:
         has no landmarks to re-check): it is reported on every frame, and a frame whose only hands are pose-only
         is not a reason for a full search; one is held for at most POSE_ONLY_HOLD_FRAMES (10) frames, so a long
         full_search_period brings the full search sooner while pose-only hands are in view.
-    mirror_pass: image mode: the body stage runs a second time on the frame flipped left to right, and the hands
-        it confirms (with landmarks) where the first pass confirmed none are added, flipped back (`_mirror_pass`;
-        a pose-only box of the first pass gives way to such a hand).
-        The person, pose and hand models are not mirror-symmetric: a person or hand one of the two views misses,
-        the other often finds. Costs about the body stage's time again (image mode only: video mode tracks).
+    mirror_pass: the body stage also looks at the frame flipped left to right, and the hands it confirms there
+        (with landmarks) are flipped back. The person, pose and hand models are not mirror-symmetric: a person or
+        hand one of the two views misses, the other often finds. Image mode: a second body-stage pass on every
+        frame, whose hands are added where the first pass confirmed none (`_mirror_pass`; a pose-only box of the
+        first pass gives way to such a hand), for about the body stage's time again. Video mode: every other full
+        search runs its body stage on the mirror image instead of the frame (`_mirror_full_search`, same cost),
+        and the hands found there are re-checked on the tracked frames as the mirror image shows them; the
+        pose-only hands of the last full search on the frame stay held through it.
     """
 
     def __init__(self, running_mode: str = 'image', num_hands: int = 8, body_stage: bool = True,
@@ -280,12 +285,20 @@ class HandSearch:
         self._person_cursor = 0        # video mode: the person tile the next full search runs
         # video mode: the people each person tile found when it last ran (tile number -> [(score, region)])
         self._tile_people: Dict[int, list] = {}
+        # video mode's mirror pass: whether the next full search runs on the mirror image; that image's own tile
+        # people and person-tile turn; the tracked hands found on it (id -> (the hand, True)), re-checked on it
+        self._mirror_turn = False
+        self._mirror_tile_people: Dict[int, list] = {}
+        self._mirror_person_cursor = 0
+        self._mirror_views: Dict[int, Tuple[HandDetection, bool]] = {}
+        self._frame_mirror_views: Dict[int, Tuple[HandDetection, bool]] = {}
         # the last frame's size: another size starts a new stream, so none of the state above outlives its size
         self._frame_shape: Tuple[int, ...] = ()
 
     def close(self) -> None:
         self._tracked, self._new, self._pending, self._tile_people = [], [], [], {}
         self._sides, self._frame_sides = {}, {}
+        self._mirror_tile_people, self._mirror_views, self._frame_mirror_views = {}, {}, {}
 
     def __enter__(self) -> 'HandSearch':
         return self
@@ -308,20 +321,26 @@ class HandSearch:
         held: List[HandDetection] = []
         rechecked: List[HandDetection] = []     # video mode: the tracked hands this frame's re-check confirmed
         self._frame_sides = {}
+        self._frame_mirror_views = {}
         lost = False
         rescued = False
         if self.running_mode == 'video' and self._tracked:
             start = time.perf_counter()
             for hand in [h for h in self._tracked if h.landmarks_2d is not None]:
                 region = tracking_region(hand.landmarks_2d)
+                # a hand found on the mirror image is re-checked as the mirror image shows it
+                mirror_view = _evidence(self._mirror_views, hand) is not None
                 confirmed = self._confirm(rgb, region, STAGE_TRACKED, self.min_tracking_confidence,
-                                          self._tracking_model)
+                                          self._tracking_model, mirror_view)
                 if confirmed is None and self._tracking_model != 'hand_landmark_full':
                     # the full model's second opinion before a hand is given up: the lite model's presence runs
                     # lower on small or half-hidden hands (0.55 where the full model gives 0.97)
-                    confirmed = self._confirm(rgb, region, STAGE_TRACKED, self.min_tracking_confidence)
+                    confirmed = self._confirm(rgb, region, STAGE_TRACKED, self.min_tracking_confidence,
+                                              mirror_view=mirror_view)
                     rescued = True
                 if confirmed is not None:
+                    if mirror_view:
+                        self._frame_mirror_views[id(confirmed)] = (confirmed, True)
                     found.append(self._keep_side(confirmed, _evidence(self._sides, hand)))
                 elif not any(hand is new for new in self._new):
                     # a hand followed since an earlier frame is gone: look for it at once. A hand new on the last
@@ -360,7 +379,15 @@ class HandSearch:
         if full:
             self.full_searches += 1
             self._frames_since_full = 0
-            new, wrists, refined = self._full_search(rgb, palm_tiles=palm_tiles, tracked=found, pending=pending)
+            mirror_search = False
+            if self.running_mode == 'video' and self.mirror_pass and self.body_stage:
+                # video mode's mirror pass: every other full search runs the body stage on the mirror image
+                mirror_search, self._mirror_turn = self._mirror_turn, not self._mirror_turn
+            if mirror_search:
+                new, wrists, refined = self._mirror_full_search(rgb, palm_tiles=palm_tiles, tracked=found,
+                                                                pending=pending)
+            else:
+                new, wrists, refined = self._full_search(rgb, palm_tiles=palm_tiles, tracked=found, pending=pending)
             for hand in found:
                 # a tracked hand at a body's wrist: that wrist is its second opinion from now on
                 side, evidence = _wrist_side(hand, wrists), _evidence(self._frame_sides, hand)
@@ -370,6 +397,10 @@ class HandSearch:
                                 self.num_hands)
             if self.running_mode == 'image' and self.mirror_pass and self.body_stage:
                 found = merge_hands(found + self._mirror_pass(rgb, found), self.num_hands)
+            if mirror_search:
+                # the pose-only hands the last full search (on the frame itself) found stay held: the mirror
+                # image's pose-only hands are not kept (as in image mode), and the next full search is on the frame
+                found = merge_hands(found + held, self.num_hands)
         else:
             if postpone:
                 self._pending = list(pending)
@@ -389,6 +420,8 @@ class HandSearch:
         self._tracked = list(found) if self.running_mode == 'video' else []
         self._sides = {id(h): self._frame_sides[id(h)] for h in self._tracked
                        if _evidence(self._frame_sides, h) is not None}
+        self._mirror_views = {id(h): self._frame_mirror_views[id(h)] for h in self._tracked
+                              if _evidence(self._frame_mirror_views, h) is not None}
         self._new = [h for h in self._tracked
                      if not any(_overlaps(h.box_xyxy, other.box_xyxy) for other in rechecked)]
         return list(found)
@@ -486,6 +519,47 @@ class HandSearch:
                 added.append(hand)
         self.last_timings['mirror_pass'] = time.perf_counter() - start
         return added
+
+    def _mirror_full_search(self, rgb: np.ndarray, palm_tiles: List[Region], tracked: Sequence[HandDetection],
+                            pending: Sequence[Tuple[Region, Optional[HandDetection]]]):
+        """Video mode's mirror pass, every other full search: `_full_search` with the body stage on the frame
+        flipped left to right (with that image's own tile people and person-tile turn) and the palm stage on the
+        frame itself. As in image mode's `_mirror_pass`, only the body hands confirmed with landmarks are kept; they
+        are flipped back, refined (`_refine`) and re-checked on the frames that track them as the mirror image shows
+        them (`_confirm`'s mirror_view), since the frame itself may not confirm them. Same return as
+        `_full_search`; the bodies' wrists and heads come back in this frame's pixels."""
+        start = time.perf_counter()
+        width = rgb.shape[1]
+        flipped = np.ascontiguousarray(rgb[:, ::-1])
+        self.mirrored = not self.mirrored
+        self._tile_people, self._mirror_tile_people = self._mirror_tile_people, self._tile_people
+        self._person_cursor, self._mirror_person_cursor = self._mirror_person_cursor, self._person_cursor
+        try:
+            new, wrists, refined = self._full_search(flipped, palm_tiles=[], palm=False,
+                                                     tracked=[_flipped(h, width) for h in tracked])
+        finally:
+            self.mirrored = not self.mirrored
+            self._tile_people, self._mirror_tile_people = self._mirror_tile_people, self._tile_people
+            self._person_cursor, self._mirror_person_cursor = self._mirror_person_cursor, self._person_cursor
+        found, found_refined = [], []
+        for hand in new:
+            if hand.landmarks_2d is None:
+                continue
+            back = _flipped(hand, width)
+            self._frame_mirror_views[id(back)] = (back, True)     # `_refine` confirms it on the mirror image too
+            found.append(back)
+            if any(hand is other for other in refined):
+                found_refined.append(back)
+        wrists = [(side, np.array([width - 1.0 - wrist[0], wrist[1]]), visibility)
+                  for side, wrist, visibility in wrists]
+        heads, arms = self._heads
+        self._heads = ([np.array([width - 1.0 - head[2], head[1], width - 1.0 - head[0], head[3]]) for head in heads],
+                       [np.array([width - 1.0 - arm[0], arm[1]]) for arm in arms])
+        self.last_timings['mirror_search'] = time.perf_counter() - start
+        if self.palm_stage:
+            palm_hands, palm_refined = self._palm_hands(rgb, palm_tiles, list(tracked) + found, pending=pending)
+            return found + palm_hands, wrists, found_refined + palm_refined
+        return found, wrists, found_refined
 
     def _palm_hands(self, rgb: np.ndarray, tiles: List[Region], known: List[HandDetection],
                     whole_frame: bool = True, pending: Sequence[Tuple[Region, Optional[HandDetection]]] = (),
@@ -591,8 +665,12 @@ class HandSearch:
                 # a pose-only hand has nothing to refine
                 refined.append(self._side_from_wrists(hand, wrists))
                 continue
-            again = self._confirm(rgb, tracking_region(hand.landmarks_2d), hand.stage, self.min_presence_confidence)
+            mirror_view = _evidence(self._frame_mirror_views, hand) is not None
+            again = self._confirm(rgb, tracking_region(hand.landmarks_2d), hand.stage, self.min_presence_confidence,
+                                  mirror_view=mirror_view)
             if again is not None:
+                if mirror_view:
+                    self._frame_mirror_views[id(again)] = (again, True)
                 refined.append(self._side_from_wrists(again, wrists))
         self.last_timings['refine'] = time.perf_counter() - start
         return refined
@@ -786,11 +864,18 @@ class HandSearch:
 
     # ------------------------------------------------------------------ the hand landmark model
     def _confirm(self, rgb: np.ndarray, region: Region, stage: str, threshold: float,
-                 model: str = 'hand_landmark_full') -> Optional[HandDetection]:
-        """The hand in `region` when the landmark model's presence reaches `threshold`, else None."""
+                 model: str = 'hand_landmark_full', mirror_view: bool = False) -> Optional[HandDetection]:
+        """The hand in `region` when the landmark model's presence reaches `threshold`, else None. `mirror_view`:
+        the model sees the region's crop flipped left to right (the hand as the mirror image shows it; video
+        mode's hands found on the mirror image, `_mirror_full_search`); landmarks, box and side come back in this
+        frame's pixels and as the subject's own."""
         if region.size < 4.0:
             return None
         tensor, matrix = crop(rgb, region, 224, (0.0, 1.0))
+        if mirror_view:
+            # crop pixel x of the flipped crop is 223 - x of the crop (pixel centres at whole numbers)
+            tensor = np.ascontiguousarray(tensor[:, :, ::-1])
+            matrix = matrix @ np.array([[-1.0, 0.0, 223.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
         landmarks, presence, handedness, world = self._models[model].run(tensor)
         presence = float(presence.reshape(-1)[0])
         if presence < threshold:
@@ -799,11 +884,13 @@ class HandSearch:
         points = to_image(landmarks.reshape(21, 3)[:, :2], matrix)
         c, s = math.cos(region.angle), math.sin(region.angle)
         world = world.reshape(21, 3).astype(np.float64)
+        if mirror_view:
+            world[:, 0] = -world[:, 0]                                  # the flipped crop's x axis back
         world[:, :2] = world[:, :2] @ np.array([[c, s], [-s, c]])      # into the image's axes (rotate by angle)
         # The model's score is the probability of 'Right' for the image as given (checked against the
-        # Tasks API's labels on real photos, test_detection_search.py).
+        # Tasks API's labels on real photos, test_detection_search.py); a flipped crop swaps it.
         p_right = float(handedness.reshape(-1)[0])
-        if self.mirrored:
+        if self.mirrored != mirror_view:
             p_right = 1.0 - p_right
         side = 'right' if p_right >= 0.5 else 'left'
         box = np.clip(np.array([*points.min(0), *points.max(0)]), 0.0, [width, height, width, height])

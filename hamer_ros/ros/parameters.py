@@ -144,9 +144,10 @@ PARAMETERS: Tuple[Param, ...] = (
           'within this many frames; a hand from the body alone, with no landmarks to re-check, is held at most '
           '10 frames)', read_only=True, low=1, high=1000),
     Param('detector.mirror_pass', True,
-          'search, image mode: the body stage runs again on the image flipped left to right and adds the hands it '
-          'confirms where the first pass confirmed none (the models are not mirror-symmetric; about the body stage\'s '
-          'time again); video mode tracks hands instead and ignores this', read_only=True),
+          'search: the body stage also looks at the image flipped left to right and adds the hands it confirms '
+          'there (the models are not mirror-symmetric); video mode: every other full search, at the same cost, '
+          'and such hands are tracked on the mirror image; image mode: a second pass on every frame, about the '
+          'body stage\'s time again', read_only=True),
     Param('detector.min_detection_confidence', 0.5, 'MediaPipe palm detection threshold',
           low=CONFIDENCE_RANGES['min_detection_confidence'][0],
           high=CONFIDENCE_RANGES['min_detection_confidence'][1]),
