@@ -500,13 +500,13 @@ class HandSearch:
         start = time.perf_counter()
         timings, heads = self.last_timings, self._heads
         self.last_timings = {}
-        self.mirrored = not self.mirrored
+        self._swap_views()
         try:
             flipped = np.ascontiguousarray(rgb[:, ::-1])
             new, wrists, refined = self._full_search(flipped, palm_tiles=[], palm=False)
             hands = self._refine(flipped, merge_hands(new, 10 ** 6), wrists, refined)
         finally:
-            self.mirrored = not self.mirrored
+            self._swap_views()
             self.last_timings, self._heads = timings, heads
         width = rgb.shape[1]
         added: List[HandDetection] = []
@@ -531,16 +531,12 @@ class HandSearch:
         start = time.perf_counter()
         width = rgb.shape[1]
         flipped = np.ascontiguousarray(rgb[:, ::-1])
-        self.mirrored = not self.mirrored
-        self._tile_people, self._mirror_tile_people = self._mirror_tile_people, self._tile_people
-        self._person_cursor, self._mirror_person_cursor = self._mirror_person_cursor, self._person_cursor
+        self._swap_views()
         try:
             new, wrists, refined = self._full_search(flipped, palm_tiles=[], palm=False,
                                                      tracked=[_flipped(h, width) for h in tracked])
         finally:
-            self.mirrored = not self.mirrored
-            self._tile_people, self._mirror_tile_people = self._mirror_tile_people, self._tile_people
-            self._person_cursor, self._mirror_person_cursor = self._mirror_person_cursor, self._person_cursor
+            self._swap_views()
         found, found_refined = [], []
         for hand in new:
             if hand.landmarks_2d is None:
@@ -560,6 +556,14 @@ class HandSearch:
             palm_hands, palm_refined = self._palm_hands(rgb, palm_tiles, list(tracked) + found, pending=pending)
             return found + palm_hands, wrists, found_refined + palm_refined
         return found, wrists, found_refined
+
+    def _swap_views(self) -> None:
+        """Between the frame and its mirror image (its own inverse): `mirrored` inverted, so that sides found on the
+        mirror image stay the subject's, and the other image's tile people and person-tile turn put in place (video
+        mode keeps them per image; image mode uses neither)."""
+        self.mirrored = not self.mirrored
+        self._tile_people, self._mirror_tile_people = self._mirror_tile_people, self._tile_people
+        self._person_cursor, self._mirror_person_cursor = self._mirror_person_cursor, self._person_cursor
 
     def _palm_hands(self, rgb: np.ndarray, tiles: List[Region], known: List[HandDetection],
                     whole_frame: bool = True, pending: Sequence[Tuple[Region, Optional[HandDetection]]] = (),
