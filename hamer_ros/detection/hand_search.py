@@ -546,11 +546,9 @@ class HandSearch:
             found.append(back)
             if any(hand is other for other in refined):
                 found_refined.append(back)
-        wrists = [(side, np.array([width - 1.0 - wrist[0], wrist[1]]), visibility)
-                  for side, wrist, visibility in wrists]
+        wrists = [(side, _mirror_points(wrist, width), visibility) for side, wrist, visibility in wrists]
         heads, arms = self._heads
-        self._heads = ([np.array([width - 1.0 - head[2], head[1], width - 1.0 - head[0], head[3]]) for head in heads],
-                       [np.array([width - 1.0 - arm[0], arm[1]]) for arm in arms])
+        self._heads = ([_mirror_box(head, width) for head in heads], [_mirror_points(arm, width) for arm in arms])
         self.last_timings['mirror_search'] = time.perf_counter() - start
         if self.palm_stage:
             palm_hands, palm_refined = self._palm_hands(rgb, palm_tiles, list(tracked) + found, pending=pending)
@@ -1029,17 +1027,31 @@ def _flipped(hand: HandDetection, width: int) -> HandDetection:
     """A hand found in a frame `width` px wide flipped left to right (`image[:, ::-1]`: pixel x there is pixel
     width - 1 - x here, pixel centres at whole numbers as in `crop`), in the unflipped frame's pixels: box,
     landmarks, and world landmarks reflected in x (the image's axis)."""
-    box = hand.box_xyxy.copy()
-    box[[0, 2]] = np.clip(width - 1.0 - hand.box_xyxy[[2, 0]], 0.0, width)
-    points = None
-    if hand.landmarks_2d is not None:
-        points = hand.landmarks_2d.copy()
-        points[:, 0] = width - 1.0 - points[:, 0]
+    box = _mirror_box(hand.box_xyxy, width, clip=True)
+    points = None if hand.landmarks_2d is None else _mirror_points(hand.landmarks_2d, width)
     world = None
     if hand.landmarks_world is not None:
         world = hand.landmarks_world.copy()
         world[:, 0] = -world[:, 0]
     return dataclasses.replace(hand, box_xyxy=box, landmarks_2d=points, landmarks_world=world)
+
+
+def _mirror_points(points: np.ndarray, width: int) -> np.ndarray:
+    """Pixel points (..., 2) of a frame `width` px wide in its mirror image (`image[:, ::-1]`) and back: x becomes
+    width - 1 - x (pixel centres at whole numbers, as in `crop`)."""
+    out = np.array(points, dtype=np.float64)
+    out[..., 0] = width - 1.0 - out[..., 0]
+    return out
+
+
+def _mirror_box(box: np.ndarray, width: int, clip: bool = False) -> np.ndarray:
+    """An x0, y0, x1, y1 box in the mirror image (`_mirror_points` of its corners, x0 <= x1 kept); `clip`: x
+    within [0, width]."""
+    out = np.array(box, dtype=np.float64)
+    out[[0, 2]] = width - 1.0 - out[[2, 0]]
+    if clip:
+        out[[0, 2]] = np.clip(out[[0, 2]], 0.0, width)
+    return out
 
 
 def merge_hands(hands: List[HandDetection], limit: int) -> List[HandDetection]:
