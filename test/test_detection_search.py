@@ -938,6 +938,40 @@ def test_video_mode_asks_the_full_model_before_giving_up_a_tracked_hand():
         assert min(hand.score if hand is not None else 0.0 for hand in presences) < 0.6
 
 
+def test_video_mode_finds_a_hand_hidden_for_a_moment_where_it_was():
+    # panoptic_mpii_005880453 (1280x720) streamed as a still video: once its hands are tracked, they are hidden
+    # behind grey boxes for 10 frames, then shown again. Each is reported on the first frame that shows it again:
+    # a lost hand is re-checked where it was last (LOST_RECHECK_FRAMES). Before, the one that neither the body
+    # stage nor the whole-frame palm finds came back only when the pyramid's turn reached it, 64 frames later.
+    # Once LOST_RECHECK_FRAMES frames have passed, hidden hands are no longer looked for.
+    from hamer_ros.detection.hand_search import LOST_RECHECK_FRAMES
+
+    image = cv2.imread(str(SCENES / 'panoptic_mpii_005880453.jpg'))
+    with HandSearch(running_mode='video') as video:
+        for i in range(60):
+            hands = video.detect(image, timestamp_ms=33 * i)
+        boxes = [h.box_xyxy.copy() for h in hands if h.landmarks_2d is not None]
+        assert len(boxes) >= 3
+        hidden = image.copy()
+        for box in boxes:
+            x0, y0, x1, y1 = box
+            w, h = x1 - x0, y1 - y0
+            hidden[max(0, int(y0 - 0.3 * h)):int(y1 + 0.3 * h), max(0, int(x0 - 0.3 * w)):int(x1 + 0.3 * w)] = 128
+        for i in range(60, 70):
+            video.detect(hidden, timestamp_ms=33 * i)
+        again = video.detect(image, timestamp_ms=33 * 70)
+        assert all(any(_iou(h.box_xyxy, box) > 0.3 for h in again) for box in boxes), \
+            ([b.round().tolist() for b in boxes], [h.box_xyxy.round().tolist() for h in again])
+        for i in range(71, 81):
+            video.detect(image, timestamp_ms=33 * i)
+        rechecked = []
+        for i in range(81, 81 + LOST_RECHECK_FRAMES + 2):
+            video.detect(hidden, timestamp_ms=33 * i)
+            rechecked.append('lost_recheck' in video.last_timings)
+        # re-checked on every hidden frame after the one that lost them, for LOST_RECHECK_FRAMES frames, then no more
+        assert rechecked == [False] + [True] * LOST_RECHECK_FRAMES + [False]
+
+
 def test_without_litert_the_palm_only_detector_runs_with_a_clear_message(monkeypatch, sample_photo):
     monkeypatch.setitem(sys.modules, 'ai_edge_litert', None)
     monkeypatch.setitem(sys.modules, 'ai_edge_litert.interpreter', None)

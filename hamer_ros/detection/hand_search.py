@@ -132,6 +132,17 @@ POSE_ONLY_NEAR_HAND = 0.5
 # a tile and then confirmed and refined a new hand took 26-29 ms on a 2-core CPU (two full-model runs after the
 # tile; docs/performance.md).
 PENDING_PER_FRAME = 1
+# Video mode: a hand followed since an earlier frame that its re-check loses (hidden for a moment by an object or
+# another hand, blurred, turned away) is re-checked where it was last for this many frames (1 s at 30 Hz), as
+# tracked hands are, until it is confirmed there again or reported elsewhere. The full model gives its second
+# opinion only where the tracking model's presence reaches LOST_SCREEN (on palm regions on no hand the lite model
+# mostly stays under it, PALM_SCREEN_SHARE). Before, a lost hand that the full search's body stage and whole-frame
+# palm did not find again waited for the pyramid's turn to come back to it (19 tiles at 640x480, 173 at
+# 1920x1080): on the dev set streamed with its tracked hands hidden for 10 frames, all 44 are reported again on the
+# first frame that shows them, where 23 were before (the slowest after 180 frames, one not within 330;
+# docs/performance.md).
+LOST_RECHECK_FRAMES = 30
+LOST_SCREEN = 0.05
 # Video mode: a tracked hand's side. The hand model's answers on one hand from frame to frame are one opinion seen
 # again, not new evidence, and the body's wrist, its second opinion, is seen on full searches only. So a tracked
 # hand's P(right) is the mean of the hand model's log-odds over its last SIDE_MEMORY_FRAMES frames, plus the
@@ -282,6 +293,9 @@ class HandSearch:
         # the last full search's heads (boxes) and all its bodies' wrists (px)
         self._heads: Tuple[List[np.ndarray], List[np.ndarray]] = ([], [])
         self._tile_cursor = 0          # video mode: the pyramid tile the next frame starts with
+        # video mode: (hand, frames left, its side evidence, mirror view) of the hands followed since an earlier frame
+        # that their re-check lost, re-checked where they were last (LOST_RECHECK_FRAMES)
+        self._coasting: List[Tuple[HandDetection, int, Optional[_SideEvidence], bool]] = []
         self._person_cursor = 0        # video mode: the person tile the next full search runs
         # video mode: the people each person tile found when it last ran (tile number -> [(score, region)])
         self._tile_people: Dict[int, list] = {}
@@ -296,7 +310,7 @@ class HandSearch:
         self._frame_shape: Tuple[int, ...] = ()
 
     def close(self) -> None:
-        self._tracked, self._new, self._pending, self._tile_people = [], [], [], {}
+        self._tracked, self._new, self._pending, self._tile_people, self._coasting = [], [], [], {}, []
         self._sides, self._frame_sides = {}, {}
         self._mirror_tile_people, self._mirror_views, self._frame_mirror_views = {}, {}, {}
 
@@ -324,6 +338,27 @@ class HandSearch:
         self._frame_mirror_views = {}
         lost = False
         rescued = False
+        coasting, self._coasting = self._coasting, []
+        if self.running_mode == 'video' and coasting:
+            # hands lost on one of the last LOST_RECHECK_FRAMES frames, re-checked where they were last: the tracking
+            # model, and the full model's second opinion where the first one's presence reaches LOST_SCREEN
+            start = time.perf_counter()
+            for hand, left, side, mirror_view in coasting:
+                region = tracking_region(hand.landmarks_2d)
+                lite = self._confirm(rgb, region, STAGE_TRACKED, min(LOST_SCREEN, self.min_tracking_confidence),
+                                     self._tracking_model, mirror_view)
+                confirmed = lite if lite is not None and lite.score >= self.min_tracking_confidence else None
+                if confirmed is None and lite is not None and self._tracking_model != 'hand_landmark_full':
+                    confirmed = self._confirm(rgb, region, STAGE_TRACKED, self.min_tracking_confidence,
+                                              mirror_view=mirror_view)
+                if confirmed is not None:
+                    if mirror_view:
+                        self._frame_mirror_views[id(confirmed)] = (confirmed, True)
+                    found.append(self._keep_side(confirmed, side))
+                elif left > 1:
+                    self._coasting.append((hand, left - 1, side, mirror_view))
+            timings['lost_recheck'] = time.perf_counter() - start
+            rechecked = list(found)
         if self.running_mode == 'video' and self._tracked:
             start = time.perf_counter()
             for hand in [h for h in self._tracked if h.landmarks_2d is not None]:
@@ -348,6 +383,7 @@ class HandSearch:
                     # the landmark model does not hold on to): a full search would find it and lose it again on
                     # every frame (dev set, posetrack18_012834), so it waits for the next scheduled full search
                     lost = True
+                    self._coasting.append((hand, LOST_RECHECK_FRAMES, _evidence(self._sides, hand), mirror_view))
             timings['tracked'] = time.perf_counter() - start
             rechecked = list(found)
             found = merge_hands(found, self.num_hands)
@@ -418,6 +454,8 @@ class HandSearch:
                     found = merge_hands(found + self._refine(rgb, new, [], refined), self.num_hands)
             found = merge_hands(found + held, self.num_hands)
         self._tracked = list(found) if self.running_mode == 'video' else []
+        self._coasting = [entry for entry in self._coasting
+                          if not any(_overlaps(entry[0].box_xyxy, hand.box_xyxy) for hand in found)]
         self._sides = {id(h): self._frame_sides[id(h)] for h in self._tracked
                        if _evidence(self._frame_sides, h) is not None}
         self._mirror_views = {id(h): self._frame_mirror_views[id(h)] for h in self._tracked
