@@ -72,7 +72,7 @@ class HandTracker:
     """Gives each hand a track id that survives across frames and a side that one bad frame cannot flip."""
 
     def __init__(self, min_iou: float = 0.1, max_center_distance: float = 1.0, flip_after_frames: int = 3,
-                 min_flip_score: float = 0.6, max_missed_frames: int = 5, max_age_s: Optional[float] = 3.0):
+                 min_flip_score: float = 0.6, max_missed_frames: int = 30, max_age_s: Optional[float] = 3.0):
         if flip_after_frames < 1:
             raise ValueError(f'flip_after_frames must be at least 1, got {flip_after_frames}')
         if max_missed_frames < 0:

@@ -186,8 +186,9 @@ PARAMETERS: Tuple[Param, ...] = (
     Param('tracking.min_flip_score', 0.6,
           'contrary side labels below this confidence neither count towards a flip nor break the run',
           read_only=True, low=0.0, high=1.0),
-    Param('tracking.max_missed_frames', 5, 'a track unseen for more frames than this is dropped',
-          read_only=True, low=0, high=1000),
+    Param('tracking.max_missed_frames', 30,
+          'a track unseen for more frames than this is dropped (the hand search re-checks a lost hand where it was '
+          'for 30 frames, so a hand hidden for a moment comes back with its id)', read_only=True, low=0, high=1000),
     Param('tracking.max_age_s', 3.0,
           '...or unseen for longer than this (s, by image stamps) and missed in a processed frame (a hand seen in '
           'the last processed frame keeps its id however slow the device)', read_only=True, low=0.001, high=3600.0),

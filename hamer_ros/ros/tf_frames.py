@@ -7,7 +7,7 @@ _mcp/pip/dip/tip). `HandFrameNames` gives every hand a stem that stays the same 
 - a new track takes `<side>_` (`hand_right_`) when no live track of that side holds it, else `<side>_<track id>_`
   (`hand_right_7_`): one hand per side keeps the plain name, a second hand of that side gets a numbered one;
 - a hand keeps its stem while its track is seen again within `hold_frames` frames (the tracker's
-  max_missed_frames: a hand missed for a frame or two comes back under the same name); after that the stem is
+  max_missed_frames: a hand hidden for a moment comes back under the same name); after that the stem is
   free for the next new track;
 - a track whose side the tracker changed is named afresh (the side is part of the name);
 - untracked hands (tracking disabled) are named by side in detection order, `<side>_` then `<side>_<index>_`;
