@@ -344,17 +344,9 @@ class HandSearch:
             # model, and the full model's second opinion where the first one's presence reaches LOST_SCREEN
             start = time.perf_counter()
             for hand, left, side, mirror_view in coasting:
-                region = tracking_region(hand.landmarks_2d)
-                lite = self._confirm(rgb, region, STAGE_TRACKED, min(LOST_SCREEN, self.min_tracking_confidence),
-                                     self._tracking_model, mirror_view)
-                confirmed = lite if lite is not None and lite.score >= self.min_tracking_confidence else None
-                if confirmed is None and lite is not None and self._tracking_model != 'hand_landmark_full':
-                    confirmed = self._confirm(rgb, region, STAGE_TRACKED, self.min_tracking_confidence,
-                                              mirror_view=mirror_view)
+                confirmed, _ = self._recheck(rgb, hand, side, mirror_view, screen=LOST_SCREEN)
                 if confirmed is not None:
-                    if mirror_view:
-                        self._frame_mirror_views[id(confirmed)] = (confirmed, True)
-                    found.append(self._keep_side(confirmed, side))
+                    found.append(confirmed)
                 elif left > 1:
                     self._coasting.append((hand, left - 1, side, mirror_view))
             timings['lost_recheck'] = time.perf_counter() - start
@@ -362,21 +354,12 @@ class HandSearch:
         if self.running_mode == 'video' and self._tracked:
             start = time.perf_counter()
             for hand in [h for h in self._tracked if h.landmarks_2d is not None]:
-                region = tracking_region(hand.landmarks_2d)
                 # a hand found on the mirror image is re-checked as the mirror image shows it
                 mirror_view = _evidence(self._mirror_views, hand) is not None
-                confirmed = self._confirm(rgb, region, STAGE_TRACKED, self.min_tracking_confidence,
-                                          self._tracking_model, mirror_view)
-                if confirmed is None and self._tracking_model != 'hand_landmark_full':
-                    # the full model's second opinion before a hand is given up: the lite model's presence runs
-                    # lower on small or half-hidden hands (0.55 where the full model gives 0.97)
-                    confirmed = self._confirm(rgb, region, STAGE_TRACKED, self.min_tracking_confidence,
-                                              mirror_view=mirror_view)
-                    rescued = True
+                confirmed, asked_full = self._recheck(rgb, hand, _evidence(self._sides, hand), mirror_view)
+                rescued = rescued or asked_full
                 if confirmed is not None:
-                    if mirror_view:
-                        self._frame_mirror_views[id(confirmed)] = (confirmed, True)
-                    found.append(self._keep_side(confirmed, _evidence(self._sides, hand)))
+                    found.append(confirmed)
                 elif not any(hand is new for new in self._new):
                     # a hand followed since an earlier frame is gone: look for it at once. A hand new on the last
                     # frame that fails its first re-check is not (the body or palm stage confirmed a region that
@@ -888,6 +871,27 @@ class HandSearch:
             cx, cy = 0.5 * (box[0] + box[2]) + s * 0.5 * h, 0.5 * (box[1] + box[3]) - c * 0.5 * h
             regions.append(Region(cx, cy, 2.6 * max(w, h), angle))
         return regions
+
+    def _recheck(self, rgb: np.ndarray, hand: HandDetection, side: Optional['_SideEvidence'], mirror_view: bool,
+                 screen: Optional[float] = None) -> Tuple[Optional[HandDetection], bool]:
+        """(a tracked or lost hand confirmed again in the region of its last landmarks, with its side kept
+        (`_keep_side`, `side`: its evidence), or None; whether the full model was asked). The tracking model looks
+        first; where it is the lite one and does not confirm the hand, the full model gives a second opinion (the
+        lite model's presence runs lower on small or half-hidden hands: 0.55 where the full model gives 0.97),
+        always (`screen` None), or only where the lite model's presence reaches `screen` (lost hands, LOST_SCREEN).
+        `mirror_view`: the hand is re-checked as the mirror image shows it (`_confirm`)."""
+        region = tracking_region(hand.landmarks_2d)
+        threshold = self.min_tracking_confidence
+        first = self._confirm(rgb, region, STAGE_TRACKED, threshold if screen is None else min(screen, threshold),
+                              self._tracking_model, mirror_view)
+        confirmed, asked_full = (first if first is not None and first.score >= threshold else None), False
+        if confirmed is None and self._tracking_model != 'hand_landmark_full' and (screen is None or first is not None):
+            confirmed, asked_full = self._confirm(rgb, region, STAGE_TRACKED, threshold, mirror_view=mirror_view), True
+        if confirmed is None:
+            return None, asked_full
+        if mirror_view:
+            self._frame_mirror_views[id(confirmed)] = (confirmed, True)
+        return self._keep_side(confirmed, side), asked_full
 
     def _on_a_head_out_of_reach(self, hand: HandDetection) -> bool:
         """Whether a palm-stage hand's box centre lies on a body's head (the last full search's poses; a frame of
