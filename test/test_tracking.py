@@ -121,6 +121,25 @@ def test_a_live_track_keeps_its_hand_from_a_lost_track_at_the_same_place():
     assert tracker.update([hand(10, 0, 'right')], 3 / 30)[0].track_id == 1
 
 
+def test_a_lost_track_takes_back_its_hand_but_not_a_box_beside_it():
+    # A 40 px box (56.6 px diagonal) seen still, then missed: a box 40 px beside it (0.71 diagonals, no overlap) is
+    # inside the gate of a track seen in the last frame, but not of a lost one (LOST_DISTANCE_SHARE). The hand
+    # itself, back where it was, is.
+    from hamer_ros.detection.tracking import LOST_DISTANCE_SHARE
+
+    assert 40 / np.hypot(40, 40) > LOST_DISTANCE_SHARE
+    live = HandTracker()
+    live.update([hand(100, 100, 'left')], 0.0)
+    assert live.update([hand(100, 140, 'left')], 1 / 30)[0].track_id == 0
+    lost = HandTracker()
+    lost.update([hand(100, 100, 'left')], 0.0)
+    lost.update([], 1 / 30)
+    beside = lost.update([hand(100, 140, 'left')], 2 / 30)[0]       # something else, where the hand was hidden
+    assert beside.track_id == 1
+    back = lost.update([hand(100, 140, 'left'), hand(102, 101, 'left')], 3 / 30)
+    assert [h.track_id for h in back] == [1, 0]
+
+
 def test_an_unsure_first_side_is_replaced_by_the_first_sure_label():
     tracker = HandTracker(flip_after_frames=3, min_flip_score=0.6)
     stream = [('left', 0.55), ('left', 0.52), ('right', 0.8),      # unsure start, then sure: right at once

@@ -12,8 +12,12 @@ and that box moved on at the last velocity of its centre (constant-velocity pred
 in frames without them), and the better of the two counts: a hand moving steadily by about its own size per frame
 (fast motion, or a slow node that drops frames) stays matched, and one that stops is still found where it was.
 Tracks are matched in order of frames missed (a matching cascade): those seen in the last frame first, so a track
-lost a while ago cannot take a hand from a live one that moved to where the lost one was. Sides play no part in
-the matching (they are what the tracker is there to correct).
+lost a while ago cannot take a hand from a live one that moved to where the lost one was. A lost track (missed in
+the last processed frame) has a narrower distance gate, LOST_DISTANCE_SHARE of `max_center_distance`: the wide gate
+is there for the motion between two sightings, which the prediction already carries, and a hidden hand comes back
+where it was; a box beside it is more likely something else (a forearm the palm detector took for a hand while the
+hand was hidden took that hand's id, and the hand came back under a new one). Sides play no part in the matching
+(they are what the tracker is there to correct).
 
 Parameters: `HandTracker`'s arguments; the node's `tracking.*` parameters set them (their defaults, ranges and
 meanings: the parameter table in hamer_ros/ros/parameters.py, printed in the README). `min_iou` and
@@ -47,6 +51,8 @@ from hamer_ros.types import HandDetection
 
 # Cost of a pair the gate rejects: larger than any admissible cost, so the assignment never prefers it.
 _REJECTED = 1e6
+# A lost track's distance gate, as a share of max_center_distance (module docstring).
+LOST_DISTANCE_SHARE = 0.5
 
 
 @dataclass
@@ -176,12 +182,14 @@ class HandTracker:
         predicted_boxes = np.stack([track.box + np.tile(track.velocity * track.elapsed(stamp_s), 2)
                                     for track in tracks])
         diagonal = np.hypot(last_boxes[:, 2] - last_boxes[:, 0], last_boxes[:, 3] - last_boxes[:, 1])
+        gate = np.array([self.max_center_distance * (LOST_DISTANCE_SHARE if track.missed_frames else 1.0)
+                         for track in tracks])[:, None]
         cost = np.full((len(tracks), len(det_boxes)), _REJECTED)
         for track_boxes in (last_boxes, predicted_boxes):
             iou = box_iou(track_boxes, det_boxes)
             distance = np.linalg.norm(_centres(track_boxes)[:, None] - _centres(det_boxes)[None], axis=2)
             relative_distance = distance / np.maximum(diagonal, 1e-9)[:, None]
-            admissible = (iou >= self.min_iou) | (relative_distance <= self.max_center_distance)
+            admissible = (iou >= self.min_iou) | (relative_distance <= gate)
             cost = np.where(admissible, np.minimum(cost, (1.0 - iou) + relative_distance), cost)
         return cost
 

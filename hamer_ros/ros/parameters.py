@@ -179,7 +179,8 @@ PARAMETERS: Tuple[Param, ...] = (
     Param('tracking.min_iou', 0.1, 'a detection overlapping a track at least this much may continue it',
           read_only=True, low=0.0, high=1.0),
     Param('tracking.max_center_distance', 1.0,
-          '...or one whose centre is at most this many track-box diagonals away (fast hands)',
+          '...or one whose centre is at most this many track-box diagonals away (fast hands); half that for a track '
+          'missed in the last frame (a hidden hand comes back where it was)',
           read_only=True, low=0.0, high=100.0),
     Param('tracking.flip_after_frames', 3,
           'a track\'s side changes only after this many consecutive contrary frames', read_only=True, low=1, high=1000),
