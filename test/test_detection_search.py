@@ -950,26 +950,11 @@ def test_video_mode_finds_a_hand_hidden_for_a_moment_where_it_was():
     from hamer_ros.detection.tracking import HandTracker
 
     image = cv2.imread(str(SCENES / 'aic_fa436c914fe4a8ec1ec5474af4d3820b84d17561.jpg'))
-    tracker = HandTracker()
     with HandSearch(running_mode='video') as video:
-        for i in range(60):
-            hands = tracker.update(video.detect(image, timestamp_ms=33 * i), i / 30)
-        boxes = [h.box_xyxy.copy() for h in hands if h.landmarks_2d is not None]
-        ids = [h.track_id for h in hands if h.landmarks_2d is not None]
-        assert len(boxes) == 6
-        hidden, blurred = image.copy(), cv2.blur(image, (41, 41))
-        for box in boxes:
-            x0, y0, x1, y1 = box
-            w, h = x1 - x0, y1 - y0
-            rows = slice(max(0, int(y0 - 0.3 * h)), int(y1 + 0.3 * h))
-            cols = slice(max(0, int(x0 - 0.3 * w)), int(x1 + 0.3 * w))
-            hidden[rows, cols] = blurred[rows, cols]
-        for i in range(60, 70):
-            tracker.update(video.detect(hidden, timestamp_ms=33 * i), i / 30)
-        again = tracker.update(video.detect(image, timestamp_ms=33 * 70), 70 / 30)
-        back = [[h.track_id for h in again if _iou(h.box_xyxy, box) > 0.3] for box in boxes]
-        assert back == [[track_id] for track_id in ids], \
-            ([b.round().tolist() for b in boxes], ids, [(h.box_xyxy.round().tolist(), h.track_id) for h in again])
+        tracked, hidden, again = _tracked_hands_hidden_for_a_moment(video, HandTracker(), image,
+                                                                    cv2.blur(image, (41, 41)))
+        assert len(tracked) == 6
+        _assert_back_with_their_ids(tracked, again)
         for i in range(71, 81):
             video.detect(image, timestamp_ms=33 * i)
         rechecked = []
@@ -988,19 +973,33 @@ def test_a_box_beside_a_hidden_hand_does_not_take_its_id():
     from hamer_ros.detection.tracking import HandTracker
 
     image = cv2.imread(str(SCENES / 'panoptic_mpii_005880453.jpg'))
-    tracker = HandTracker()
     with HandSearch(running_mode='video') as video:
-        for i in range(60):
-            hands = tracker.update(video.detect(image, timestamp_ms=33 * i), i / 30)
-        tracked = [(h.box_xyxy.copy(), h.track_id) for h in hands if h.landmarks_2d is not None]
-        assert len(tracked) >= 2
-        hidden = image.copy()
-        for (x0, y0, x1, y1), _ in tracked:
-            w, h = x1 - x0, y1 - y0
-            hidden[max(0, int(y0 - 0.3 * h)):int(y1 + 0.3 * h), max(0, int(x0 - 0.3 * w)):int(x1 + 0.3 * w)] = 128
-        for i in range(60, 70):
-            tracker.update(video.detect(hidden, timestamp_ms=33 * i), i / 30)
-        again = tracker.update(video.detect(image, timestamp_ms=33 * 70), 70 / 30)
+        tracked, _, again = _tracked_hands_hidden_for_a_moment(video, HandTracker(), image, np.full_like(image, 128))
+    assert len(tracked) >= 2
+    _assert_back_with_their_ids(tracked, again)
+
+
+def _tracked_hands_hidden_for_a_moment(video, tracker, image, fill):
+    """`image` streamed as a still video for 60 frames through `video` (a video-mode HandSearch) and `tracker`;
+    its tracked hands (those with landmarks), each box grown by 30 % per side, then covered with `fill`'s pixels
+    for 10 frames. Returns ([(box, track id)] of those hands, the covered image, the tracker's hands on the next
+    frame, which shows them again)."""
+    for i in range(60):
+        hands = tracker.update(video.detect(image, timestamp_ms=33 * i), i / 30)
+    tracked = [(h.box_xyxy.copy(), h.track_id) for h in hands if h.landmarks_2d is not None]
+    hidden = image.copy()
+    for (x0, y0, x1, y1), _ in tracked:
+        w, h = x1 - x0, y1 - y0
+        rows = slice(max(0, int(y0 - 0.3 * h)), int(y1 + 0.3 * h))
+        cols = slice(max(0, int(x0 - 0.3 * w)), int(x1 + 0.3 * w))
+        hidden[rows, cols] = fill[rows, cols]
+    for i in range(60, 70):
+        tracker.update(video.detect(hidden, timestamp_ms=33 * i), i / 30)
+    return tracked, hidden, tracker.update(video.detect(image, timestamp_ms=33 * 70), 70 / 30)
+
+
+def _assert_back_with_their_ids(tracked, again):
+    """Each of `tracked` ([(box, track id)]) is found again by exactly one of `again`'s hands, under its id."""
     back = [[h.track_id for h in again if _iou(h.box_xyxy, box) > 0.3] for box, _ in tracked]
     assert back == [[track_id] for _, track_id in tracked], \
         ([(b.round().tolist(), t) for b, t in tracked], [(h.box_xyxy.round().tolist(), h.track_id) for h in again])
