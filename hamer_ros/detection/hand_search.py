@@ -356,7 +356,8 @@ class HandSearch:
             for hand in [h for h in self._tracked if h.landmarks_2d is not None]:
                 # a hand found on the mirror image is re-checked as the mirror image shows it
                 mirror_view = _evidence(self._mirror_views, hand) is not None
-                confirmed, asked_full = self._recheck(rgb, hand, _evidence(self._sides, hand), mirror_view)
+                side = _evidence(self._sides, hand)
+                confirmed, asked_full = self._recheck(rgb, hand, side, mirror_view)
                 rescued = rescued or asked_full
                 if confirmed is not None:
                     found.append(confirmed)
@@ -366,7 +367,7 @@ class HandSearch:
                     # the landmark model does not hold on to): a full search would find it and lose it again on
                     # every frame (dev set, posetrack18_012834), so it waits for the next scheduled full search
                     lost = True
-                    self._coasting.append((hand, LOST_RECHECK_FRAMES, _evidence(self._sides, hand), mirror_view))
+                    self._coasting.append((hand, LOST_RECHECK_FRAMES, side, mirror_view))
             timings['tracked'] = time.perf_counter() - start
             rechecked = list(found)
             found = merge_hands(found, self.num_hands)
